@@ -1,0 +1,149 @@
+"""Style-target cache: Gram targets computed once per style and shared by all runs and processes.
+
+An entry is keyed by everything that changes the Grams: the style image's bytes, the long side
+it is resized to, the layers, pooling, weights id, dtype and colour variant. Entries are
+safetensors files written atomically; a file lock keeps two workers from computing the same
+entry; every read is validated, and a bad entry is recomputed, never trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from filelock import FileLock, Timeout
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from .imaging import atomic_write_bytes
+
+ENV_VAR = "NST_BATCH_CACHE_DIR"
+FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("nst-batch")) / "style-targets"
+
+
+@dataclass(frozen=True)
+class TargetKey:
+    style_sha256: str
+    long_side: int
+    layers: tuple[str, ...]
+    pooling: str
+    weights_id: str
+    dtype: str = "float32"
+    variant: str = "rgb"      # rgb | luminance:<content sha> | histogram:<content sha>
+
+    def digest(self) -> str:
+        blob = json.dumps({"v": FORMAT_VERSION, **self.__dict__, "layers": list(self.layers)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class StyleTargetCache:
+    """Disk cache of Gram targets with an in-process LRU in front of it.
+
+    `stats` counts hits, misses and the style forward passes actually run.
+    """
+
+    def __init__(self, root: str | Path | None = None, memory_items: int = 64, enabled: bool = True):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.enabled = enabled
+        self.memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self.memory_items = memory_items
+        self.stats = {"hits": 0, "misses": 0, "forward_passes": 0, "corrupt": 0, "write_errors": 0}
+        self._warned_readonly = False
+
+    def path_for(self, key: TargetKey) -> Path:
+        digest = key.digest()
+        return self.root / digest[:2] / f"{digest}.safetensors"
+
+    def get_or_compute(self, key: TargetKey, compute: Callable[[], dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], bool]:
+        """The targets for `key` and whether they were a hit (memory or disk)."""
+        digest = key.digest()
+        if digest in self.memory:
+            self.memory.move_to_end(digest)
+            self.stats["hits"] += 1
+            return self.memory[digest], True
+        grams, hit = self._disk_get_or_compute(key, compute)
+        self.stats["hits" if hit else "misses"] += 1
+        self.memory[digest] = grams
+        while len(self.memory) > self.memory_items:
+            self.memory.popitem(last=False)
+        return grams, hit
+
+    def _disk_get_or_compute(self, key: TargetKey, compute: Callable[[], dict[str, torch.Tensor]]):
+        if not self.enabled:
+            return self._compute(compute), False
+        path = self.path_for(key)
+        grams = self._read(path, key)
+        if grams is not None:
+            return grams, True
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(path) + ".lock", timeout=600)
+            lock.acquire()
+        except (OSError, Timeout) as err:
+            self._warn_unwritable(err)
+            return self._compute(compute), False
+        try:
+            # Another process may have written it while we waited for the lock.
+            grams = self._read(path, key)
+            if grams is not None:
+                return grams, True
+            grams = self._compute(compute)
+            self._write(path, key, grams)
+            return grams, False
+        finally:
+            lock.release()
+
+    def _compute(self, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        self.stats["forward_passes"] += 1
+        return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in compute().items()}
+
+    def _read(self, path: Path, key: TargetKey) -> dict[str, torch.Tensor] | None:
+        if not path.exists():
+            return None
+        try:
+            grams = load_file(str(path))
+            with open(path, "rb") as fh:
+                header_len = int.from_bytes(fh.read(8), "little")
+                meta = json.loads(fh.read(header_len)).get("__metadata__", {})
+            valid = (meta.get("key") == key.digest() and set(grams) == set(key.layers)
+                     and all(g.dim() == 3 and g.shape[1] == g.shape[2] and torch.isfinite(g).all()
+                             for g in grams.values()))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            log.warning("style-target cache entry %s is unreadable (%s); recomputing", path, err)
+            self.stats["corrupt"] += 1
+            return None
+        if not valid:
+            log.warning("style-target cache entry %s does not match its key; recomputing", path)
+            self.stats["corrupt"] += 1
+            return None
+        return grams
+
+    def _write(self, path: Path, key: TargetKey, grams: dict[str, torch.Tensor]) -> None:
+        meta = {"key": key.digest(), "description": json.dumps(key.__dict__, default=list)}
+        try:
+            atomic_write_bytes(path, save(grams, metadata=meta))
+        except OSError as err:
+            self._warn_unwritable(err)
+
+    def _warn_unwritable(self, err: Exception) -> None:
+        self.stats["write_errors"] += 1
+        if not self._warned_readonly:
+            log.warning("style-target cache %s is not writable (%s); targets are computed but not "
+                        "cached (set --cache-dir or %s to a writable folder)", self.root, err, ENV_VAR)
+            self._warned_readonly = True

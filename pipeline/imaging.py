@@ -1,0 +1,152 @@
+"""Reading and writing image files: the only module that touches them.
+
+Inputs are opened read-only and never written. Outputs are written to a temporary file in
+the destination folder and moved into place with `os.replace`, so a crash never leaves a
+half-written file under a final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from .errors import InputError, OutputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".tga")
+MAX_PIXELS = 120_000_000   # refuse larger inputs before decoding them (decompression bombs)
+MAX_ASPECT = 50            # a 10000 × 10 strip cannot be stylized meaningfully
+
+
+def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Tensor:
+    """Load any image Pillow reads as a (1, 3, H, W) float tensor, RGB in [0, 1].
+
+    EXIF orientation is applied; transparency is composited on white; palette, grey, CMYK and
+    16-bit images are converted. `long_side_hint` lets JPEG decode at a reduced scale when the
+    caller will shrink the image anyway (never below the hint).
+    """
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"broken symlink: {path} points to a missing file")
+    if not path.exists():
+        raise InputError(f"image not found: {path}")
+    if path.is_dir():
+        raise InputError(f"expected an image file, got a directory: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied (check the file's permissions)")
+    if path.stat().st_size == 0:
+        raise InputError(f"empty file: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                _check_geometry(path, img.size)
+                if long_side_hint and img.format == "JPEG":
+                    w, h = img.size
+                    s = long_side_hint / max(w, h)
+                    if s < 1:
+                        img.draft("RGB", (max(1, round(w * s)), max(1, round(h * s))))
+                img.load()
+                rgb = _to_rgb(ImageOps.exif_transpose(img))
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
+                         "downscale it first") from None
+    except UnidentifiedImageError:
+        raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    array = np.asarray(rgb, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
+    return tensor.float().div_(255.0)
+
+
+def _check_geometry(path: Path, size: tuple[int, int]) -> None:
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise InputError(f"{path}: {w} × {h} is over {MAX_PIXELS:,} pixels; downscale it first")
+    if min(w, h) < 1 or max(w, h) / max(1, min(w, h)) > MAX_ASPECT:
+        raise InputError(f"{path}: {w} × {h} has an aspect ratio beyond {MAX_ASPECT}:1; crop it first")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grey: scale to 8 bits rather than clipping everything above 255 to white.
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        array = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(array * (255.0 if array.max() <= 1 else 1.0), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> 8-bit RGB PIL image (rounded, not truncated)."""
+    if image.dim() == 4:
+        image = image[0]
+    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array, "RGB")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,
+               metadata: dict[str, Any] | None = None) -> Path:
+    """Save atomically as PNG (parameters in a text chunk) or JPEG (parameters in the comment)."""
+    import io
+
+    path = Path(path)
+    pil = to_pil(image)
+    buffer = io.BytesIO()
+    text = json.dumps(metadata or {}, sort_keys=True)
+    if fmt == "png":
+        info = PngInfo()
+        info.add_text("nst-batch", text)
+        pil.save(buffer, format="PNG", pnginfo=info)
+    elif fmt == "jpeg":
+        pil.save(buffer, format="JPEG", quality=quality, comment=text.encode())
+    else:
+        raise OutputError(f"unknown output format {fmt!r}; use png or jpeg")
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The parameters embedded by `save_image`."""
+    with Image.open(path) as img:
+        raw = img.info.get("nst-batch") or img.info.get("comment") or b"{}"
+    return json.loads(raw if isinstance(raw, str) else raw.decode())

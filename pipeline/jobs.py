@@ -1,0 +1,109 @@
+"""Jobs: frozen units of work with stable ids, and their output paths.
+
+A job id hashes what determines the output image, never where the inputs live: the content
+image's bytes, each style image's bytes and blend weight, the fully resolved parameters, the
+weights id and the algorithm version. Renaming an input keeps the id; changing a parameter
+changes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .features import weights_id
+from .params import Params
+
+# Bump when a change to the algorithm would make old outputs differ from new ones.
+ALGORITHM_VERSION = "gatys2016-nstbatch-1"
+INIT_KEYWORDS = ("content", "noise")
+
+
+@dataclass(frozen=True)
+class StyleRef:
+    path: str          # absolute path
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    job_id: str
+    content: str                      # absolute path
+    styles: tuple[StyleRef, ...]
+    params: Params
+    output: str                       # image path relative to the output folder
+
+    @property
+    def sidecar(self) -> str:
+        return str(Path(self.output).with_suffix(".json"))
+
+    def describe(self) -> dict[str, Any]:
+        """What the index and sidecar record about the job's inputs."""
+        return {
+            "job_id": self.job_id,
+            "content": self.content,
+            "styles": [{"path": s.path, "weight": s.weight} for s in self.styles],
+            "params": self.params.to_dict(),
+            "output": self.output,
+        }
+
+
+@lru_cache(maxsize=4096)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, remembered per (path, size, mtime) within the process."""
+    try:
+        st = Path(path).stat()
+        return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params) -> str:
+    total = sum(s.weight for s in styles)
+    init = params.init if params.init in INIT_KEYWORDS else "file:" + content_sha256(params.init)
+    spec = {
+        "algorithm": ALGORITHM_VERSION,
+        "content": content_sha256(content),
+        "styles": [[content_sha256(s.path), round(s.weight / total, 12)] for s in styles],
+        "params": {**params.to_dict(), "init": init, "weights": weights_id(params.weights)},
+    }
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_stem(path: str) -> str:
+    """A file stem usable as one folder name: no separators, no dots at the start, bounded length."""
+    stem = _UNSAFE.sub("_", Path(path).stem).strip("._") or "image"
+    return stem[:60]
+
+
+def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt: str) -> str:
+    """`<content-stem>/<style-stem>/<job_id>.<ext>`; a blend's style stem joins its parts with '+'."""
+    style_stem = "+".join(safe_stem(s.path) for s in styles)[:120]
+    ext = "png" if fmt == "png" else "jpg"
+    return f"{safe_stem(content)}/{style_stem}/{job_id}.{ext}"
+
+
+def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params) -> Job:
+    content = str(Path(content).resolve())
+    refs = tuple(StyleRef(str(Path(p).resolve()), float(w)) for p, w in styles)
+    if params.init not in INIT_KEYWORDS:
+        params = params.replace(init=str(Path(params.init).resolve()))
+    job_id = job_id_for(content, refs, params)
+    return Job(job_id, content, refs, params, output_path_for(content, refs, job_id, params.format))

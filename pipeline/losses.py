@@ -1,0 +1,57 @@
+"""Gram matrices and the three losses of Gatys et al., as tensors in, tensors out.
+
+Every loss returns one value per image of the batch, shape (B,), so a batch of independent
+jobs can share one forward pass and still be judged one by one.
+
+Normalization (where this departs from the paper, and why):
+- Gram: G = F Fᵀ / (H·W), the paper's G divided by the number of positions M. The paper's
+  E_l = 1/(4 N² M²) Σ (G − A)² is then exactly ¼ · mean((Ĝ − Â)²).
+- Style layer loss: mean((Ĝ − Â)²) / mean(Â²). Dividing by the target's own mean square makes
+  each layer's term a relative error, so the five layers weigh what their per-layer weights
+  say instead of what their activation scales happen to be (raw conv1_1 terms are ~10⁶ × conv5_1's),
+  and the same style_weight means the same thing for every weights source and image size.
+- Content loss: mean((F − P)²) / mean(P²), relative for the same reason (the paper: ½ Σ (F − P)²).
+- Total variation: mean of squared neighbour differences in [0, 1] RGB.
+"""
+from __future__ import annotations
+
+import torch
+
+_EPS = 1e-8
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C) Gram matrix over positions, divided by H·W, in fp32."""
+    b, c, h, w = features.shape
+    flat = features.reshape(b, c, h * w).float()
+    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Relative MSE per image: (B, C, H, W) vs (B or 1, C, H, W) -> (B,)."""
+    diff = (features.float() - target.float()).pow(2).flatten(1).mean(1)
+    energy = target.float().pow(2).flatten(1).mean(1)
+    return diff / (energy + _EPS)
+
+
+def style_layer_loss(g: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Relative MSE between Gram matrices: (B, C, C) vs (B or 1, C, C) -> (B,)."""
+    diff = (g - target).pow(2).flatten(1).mean(1)
+    energy = target.pow(2).flatten(1).mean(1)
+    return diff / (energy + _EPS)
+
+
+def tv_loss(images: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between horizontal and vertical neighbours: (B, 3, H, W) -> (B,)."""
+    dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).flatten(1).mean(1)
+    dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).flatten(1).mean(1)
+    return dx + dy
+
+
+def blend_grams(grams: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
+    """Blend several styles' Gram targets, layer by layer, with weights normalized to sum 1."""
+    total = float(sum(weights))
+    out = {}
+    for layer in grams[0]:
+        out[layer] = sum(w / total * g[layer] for g, w in zip(grams, weights))
+    return out

@@ -1,0 +1,163 @@
+"""The parameters of one stylization: defaults live here, once.
+
+`Params` is frozen and fully resolved; the CLI, the manifest schema and the job hash all read
+their defaults and allowed values from this module.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from .errors import ParamError
+from .features import LAYER_INDEX
+
+STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+CONTENT_LAYERS = ("conv4_2",)
+CHOICES = {
+    "optimizer": ("lbfgs", "adam"),
+    "preserve_color": ("none", "luminance", "histogram"),
+    "pooling": ("max", "avg"),
+    "format": ("png", "jpeg"),
+}
+MAX_SIZE = 16384  # long side in pixels; far beyond any GPU, a guard against typos
+
+
+@dataclass(frozen=True)
+class Params:
+    size: int = 512                    # long side of the output, pixels
+    steps: int = 400                   # objective evaluations in all (across multiscale stages)
+    content_weight: float = 1.0        # weight of the relative content loss
+    style_weight: float = 1.0e3        # weight of the relative style loss (mean over layers)
+    tv_weight: float = 0.0             # weight of the total-variation smoothness loss
+    content_layers: tuple[str, ...] = CONTENT_LAYERS
+    style_layers: tuple[str, ...] = STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] | None = None   # None: equal weights
+    optimizer: str = "lbfgs"
+    lr: float | None = None            # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
+    init: str = "content"              # content | noise | path to an image
+    seed: int = 0
+    preserve_color: str = "none"       # none | luminance | histogram
+    weights: str = "original"          # original | torchvision | path to a state dict
+    pooling: str = "max"               # max | avg
+    style_scale: float = 1.0           # style image long side relative to the output's
+    multiscale: int = 1                # coarse-to-fine stages (1: single scale)
+    format: str = "png"                # png | jpeg
+    quality: int = 95                  # JPEG quality
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> "Params":
+        return params_from_mapping({**self.to_dict(), **changes})
+
+    @property
+    def learning_rate(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 1.0 if self.optimizer == "lbfgs" else 0.02
+
+    def stage_sizes(self) -> list[int]:
+        """Long sides of the coarse-to-fine stages, each half the next, ending at `size`."""
+        sizes = [max(16, round(self.size / 2 ** k)) for k in range(self.multiscale - 1, -1, -1)]
+        return sizes
+
+    def stage_steps(self) -> list[int]:
+        """`steps` split over the stages; the final stage gets any remainder."""
+        n = self.multiscale
+        base = self.steps // n
+        return [base] * (n - 1) + [self.steps - base * (n - 1)]
+
+
+PARAM_NAMES = tuple(f.name for f in fields(Params))
+DEFAULTS = Params()
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def param_problems(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Check a mapping of parameter values; returns (key, message) for every problem."""
+    problems: list[tuple[str, str]] = []
+    for key, value in values.items():
+        if key not in PARAM_NAMES:
+            near = [n for n in PARAM_NAMES if n.replace("_", "") == key.replace("_", "").replace("-", "")]
+            hint = f" (did you mean {near[0]!r}?)" if near else f"; known: {', '.join(PARAM_NAMES)}"
+            problems.append((key, f"unknown parameter{hint}"))
+            continue
+        msg = _check_one(key, value)
+        if msg:
+            problems.append((key, msg))
+    return problems
+
+
+def _check_one(key: str, value: Any) -> str | None:
+    default = getattr(DEFAULTS, key)
+    if key in ("size", "steps", "multiscale", "quality", "seed"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"expected an integer, got {value!r}"
+        low, high = {"size": (16, MAX_SIZE), "steps": (1, 1_000_000), "multiscale": (1, 8),
+                     "quality": (1, 100), "seed": (0, 2**63 - 1)}[key]
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, got {value}"
+    elif key in ("content_weight", "style_weight", "tv_weight", "style_scale", "lr"):
+        if value is None and key == "lr":
+            return None
+        if not _is_number(value):
+            return f"expected a number, got {value!r}"
+        if not math.isfinite(value) or value < 0:
+            return f"must be a finite number ≥ 0, got {value}"
+        if key in ("style_scale", "lr") and value == 0:
+            return "must be greater than 0"
+    elif key in ("content_layers", "style_layers"):
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            return f"expected a non-empty list of layer names, got {value!r}"
+        bad = [v for v in value if v not in LAYER_INDEX]
+        if bad:
+            return (f"unknown VGG-19 layer {bad[0]!r}; names look like conv4_2, relu3_1, pool5")
+    elif key == "style_layer_weights":
+        if value is None:
+            return None
+        if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+            return f"expected a list of numbers, got {value!r}"
+        if not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in value) or sum(value) <= 0:
+            return "expected finite numbers ≥ 0 with a positive sum"
+    elif key in CHOICES:
+        if value not in CHOICES[key]:
+            return f"expected one of {', '.join(CHOICES[key])}, got {value!r}"
+    elif isinstance(default, str):
+        if not isinstance(value, str) or not value or "\0" in value:
+            return f"expected a non-empty string, got {value!r}"
+    return None
+
+
+def params_from_mapping(values: Mapping[str, Any]) -> Params:
+    """Build validated Params from a (partial) mapping; ParamError lists every problem."""
+    problems = param_problems(values)
+    merged = {**DEFAULTS.to_dict(), **{k: v for k, v in values.items() if k in PARAM_NAMES}}
+    if not problems:
+        slw, sl = merged["style_layer_weights"], merged["style_layers"]
+        if slw is not None and len(slw) != len(sl):
+            problems.append(("style_layer_weights",
+                             f"has {len(slw)} values but style_layers has {len(sl)} layers"))
+    if problems:
+        raise ParamError("; ".join(f"{k}: {m}" for k, m in problems))
+    for key in ("content_layers", "style_layers", "style_layer_weights"):
+        if merged[key] is not None:
+            merged[key] = tuple(merged[key])
+    for key in ("content_weight", "style_weight", "tv_weight", "style_scale"):
+        merged[key] = float(merged[key])
+    if merged["lr"] is not None:
+        merged["lr"] = float(merged["lr"])
+    if merged["style_layer_weights"] is not None:
+        merged["style_layer_weights"] = tuple(float(v) for v in merged["style_layer_weights"])
+    return Params(**merged)
+
+
+__all__ = ["Params", "DEFAULTS", "PARAM_NAMES", "CHOICES", "param_problems", "params_from_mapping",
+           "STYLE_LAYERS", "CONTENT_LAYERS"]

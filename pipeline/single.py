@@ -1,0 +1,65 @@
+"""`nst-batch stylize`: one content image, one or more style images, one output file."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .cache import StyleTargetCache
+from .errors import InputError, OutputError, ParamError
+from .features import weights_id
+from .imaging import read_image
+from .jobs import make_job
+from .params import params_from_mapping
+from .worker import JobRunner, resolve_device
+
+
+def _format_for(output: Path) -> str:
+    suffix = output.suffix.lower()
+    if suffix == ".png":
+        return "png"
+    if suffix in (".jpg", ".jpeg"):
+        return "jpeg"
+    raise OutputError(f"output {output} must end in .png, .jpg or .jpeg")
+
+
+def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[str, Any],
+                blend: list[float] | None, device: str, cache_dir: Path | None,
+                use_cache: bool, show_progress: bool) -> dict[str, Any]:
+    values = {**values, "format": _format_for(output)}
+    params = params_from_mapping(values)
+    if blend is not None and len(blend) != len(styles):
+        raise ParamError(f"--style-blend has {len(blend)} weights for {len(styles)} style images; give one each")
+    if blend is not None and (any(w < 0 for w in blend) or sum(blend) <= 0):
+        raise ParamError("--style-blend weights must be ≥ 0 with a positive sum")
+    # Fail on unreadable inputs and unknown weights before any network is loaded.
+    for path in [content, *styles] + ([Path(params.init)] if params.init not in ("content", "noise") else []):
+        read_image(path, long_side_hint=64)
+    weights_id(params.weights)
+    resolved = {Path(p).resolve() for p in [content, *styles]}
+    if output.resolve() in resolved:
+        raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
+    job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
+    runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache))
+    console = Console(stderr=True)
+    start = time.perf_counter()
+    if not show_progress:
+        record = runner.run(job, output, None)
+    else:
+        columns = [TextColumn("[bold]stylize"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[rate]:.2f} step/s"),
+                   TimeElapsedColumn()]
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("stylize", total=params.steps, loss=float("nan"), rate=0.0)
+
+            def on_progress(p) -> None:
+                bar.update(task, completed=p.step, loss=p.losses["total"],
+                           rate=p.step / max(p.elapsed, 1e-9))
+
+            record = runner.run(job, output, None, progress=on_progress)
+    console.print(f"wrote {output} ({record['width']}×{record['height']}, {record['steps']} steps, "
+                  f"loss {record['loss_total']:.4g}, {time.perf_counter() - start:.1f}s on {record['device']})")
+    return record
