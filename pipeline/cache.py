@@ -22,6 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from .imaging import atomic_write_bytes
+from .jobs import content_sha256
+from .params import Params
 
 ENV_VAR = "NST_BATCH_CACHE_DIR"
 FORMAT_VERSION = 1
@@ -50,6 +52,23 @@ class TargetKey:
     def digest(self) -> str:
         blob = json.dumps({"v": FORMAT_VERSION, **self.__dict__, "layers": list(self.layers)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def key_for(params: Params, style_path: str, content_path: str, stage_side: int, weights: str) -> TargetKey:
+    """The key of one style image's targets for a stage whose output long side is `stage_side`.
+
+    Colour preservation changes the style image as a function of the content image, so those
+    variants are keyed by the content's bytes too.
+    """
+    variant = "rgb"
+    if params.preserve_color != "none":
+        variant = f"{params.preserve_color}:{content_sha256(content_path)}"
+    return TargetKey(content_sha256(style_path), style_side(params, stage_side), tuple(params.style_layers),
+                     params.pooling, weights, "float32", variant)
+
+
+def style_side(params: Params, stage_side: int) -> int:
+    return max(16, round(stage_side * params.style_scale))
 
 
 class StyleTargetCache:
@@ -88,7 +107,7 @@ class StyleTargetCache:
         if not self.enabled:
             return self._compute(compute), False
         path = self.path_for(key)
-        grams = self._read(path, key)
+        grams = self._read(path, key, report=False)   # fast path, no lock
         if grams is not None:
             return grams, True
         try:
@@ -113,7 +132,8 @@ class StyleTargetCache:
         self.stats["forward_passes"] += 1
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in compute().items()}
 
-    def _read(self, path: Path, key: TargetKey) -> dict[str, torch.Tensor] | None:
+    def _read(self, path: Path, key: TargetKey, report: bool = True) -> dict[str, torch.Tensor] | None:
+        """A validated entry, or None; `report` logs and counts a bad one (once, under the lock)."""
         if not path.exists():
             return None
         try:
@@ -125,10 +145,14 @@ class StyleTargetCache:
                      and all(g.dim() == 3 and g.shape[1] == g.shape[2] and torch.isfinite(g).all()
                              for g in grams.values()))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+            if not report:
+                return None
             log.warning("style-target cache entry %s is unreadable (%s); recomputing", path, err)
             self.stats["corrupt"] += 1
             return None
         if not valid:
+            if not report:
+                return None
             log.warning("style-target cache entry %s does not match its key; recomputing", path)
             self.stats["corrupt"] += 1
             return None

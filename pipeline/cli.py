@@ -16,7 +16,7 @@ try:  # Typer ≥ 0.2x vendors click; older releases use the click package.
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click import ClickException as _UsageBase  # type: ignore[assignment]
 
-from .errors import NSTError
+from .errors import NSTError, OutputError
 from .params import CHOICES, DEFAULTS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -85,6 +85,106 @@ def stylize(
                 use_cache=not no_cache, show_progress=not quiet)
 
 
+def _shard(value: Optional[str]) -> Optional[tuple[int, int]]:
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"expected I/N such as 0/4, got {value!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise typer.BadParameter(f"shard {value!r}: need 0 <= I < N")
+    return i, n
+
+
+def _devices(value: Optional[str]):
+    if value is None or value in ("auto", "cpu"):
+        return value
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
+    """Check a manifest and report every problem at once."""
+    from .batch import prepare
+
+    m, jobs = prepare(manifest)
+    typer.echo(f"{manifest}: valid, {len(jobs)} job(s) → {m.output}")
+
+
+@app.command()
+def plan(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
+         cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder.")] = None) -> None:
+    """Show what a run would do: jobs by size and status, cached style targets."""
+    from .batch import plan_manifest
+    from .report import print_plan
+
+    print_plan(plan_manifest(manifest, cache_dir))
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
+    device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda:0,cuda:1 (overrides the manifest's devices).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Number of worker processes, spread over the devices [default: workers_per_device per device].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rerun every job, finished or not.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun jobs that failed before.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would run; run nothing.")] = False,
+    retries: Annotated[Optional[int], typer.Option(help="Retries of a job whose worker died [default: manifest's retries, 2].")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Seconds before a job is killed and marked timeout [default: none].")] = None,
+    now: Annotated[bool, typer.Option("--now", help="On Ctrl-C abort running jobs at once instead of letting them finish.")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="Run only shard I/N of the jobs (sidecars only; merge with reindex).")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
+) -> None:
+    """Run every unfinished job of a manifest; rerunning resumes."""
+    from .batch import RunOptions, run_manifest
+    from .report import finish_run
+
+    if workers is not None and workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    options = RunOptions(devices=_devices(device), workers=workers, force=force, retry_failed=retry_failed,
+                         dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now)
+    summary = run_manifest(manifest, options, shard=_shard(shard))
+    raise typer.Exit(finish_run(summary))
+
+
+@app.command()
+def status(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
+    """Done / failed / pending counts of a manifest's jobs, and the failures."""
+    from .report import print_status
+
+    print_status(manifest)
+
+
+@app.command()
+def reindex(output: Annotated[Path, typer.Argument(help="Output folder of a run.")]) -> None:
+    """Rebuild index.sqlite from the JSON sidecars (the source of truth)."""
+    from .batch import hold_output
+    from .index import reindex as rebuild
+
+    if not output.is_dir():
+        raise OutputError(f"not an nst-batch output folder: {output} (no such folder)")
+    with hold_output(output):
+        count = rebuild(output)
+    typer.echo(f"{output / 'index.sqlite'}: {count} job(s) indexed")
+
+
+@app.command()
+def export(output: Annotated[Path, typer.Argument(help="Output folder of a run.")],
+           format: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
+           to: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write [default: stdout].")] = None) -> None:
+    """Write the results index out as CSV or JSON lines."""
+    from .index import export as dump
+
+    if format not in ("csv", "jsonl"):
+        raise typer.BadParameter(f"--format must be csv or jsonl, got {format!r}")
+    text = dump(output, format, to)
+    if to is None:
+        sys.stdout.write(str(text))
+    else:
+        typer.echo(f"wrote {to}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line per error, exit codes 2 (user error) or 130 (interrupted)."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
@@ -103,3 +203,34 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+# ---------------------------------------------------------------------------- sheets and gallery
+# (defined after main() only because they were appended; Typer registers them at import)
+from .sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB  # noqa: E402
+
+
+@app.command()
+def sheet(
+    output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")],
+    rows: Annotated[Optional[str], typer.Option(help="Key on the rows: content, style or a parameter [default: content, or the first varying key].")] = None,
+    cols: Annotated[Optional[str], typer.Option(help="Key on the columns [default: style, or the next varying key].")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="KEY=VALUE: only jobs with that value; repeat for more keys (one key twice: either value).")] = None,
+    thumb: Annotated[int, typer.Option(help="Cell size in pixels (32-1024).")] = DEFAULT_THUMB,
+    max_cells: Annotated[int, typer.Option(help="Cells per page; larger grids are split into pages.")] = DEFAULT_MAX_CELLS,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sheet file, .png or .jpg [default: OUTPUT/contact_sheet.png].")] = None,
+) -> None:
+    """Draw a labelled contact sheet (rows × columns of outputs) from the results index."""
+    from .sheets import make_sheets, parse_where
+
+    for path in make_sheets(output, rows=rows, cols=cols, where=parse_where(where or []), thumb=thumb,
+                            dest=out, max_cells_per_page=max_cells):
+        typer.echo(str(path))
+
+
+@app.command()
+def gallery(output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")]) -> None:
+    """Write OUTPUT/index.html: a static gallery with filters and a sortable table."""
+    from .gallery import write_gallery
+
+    typer.echo(str(write_gallery(output)))

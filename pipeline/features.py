@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import ParamError, WeightsError
 
 # torchvision's cfgs["E"]: channel counts, "M" for a pooling layer.
 _CFG_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -50,6 +50,14 @@ def check_layers(layers: Sequence[str]) -> None:
         raise WeightsError(
             f"unknown VGG-19 layer {unknown[0]!r}; names look like conv4_2, relu3_1, pool5 "
             f"(conv1_1 … conv5_4, relu1_1 … relu5_4, pool1 … pool5)")
+
+
+def min_side(layers: Sequence[str]) -> int:
+    """The smallest image side (px) that reaches the deepest of `layers`: each 2×2 pooling halves it."""
+    if not layers:
+        return 1
+    last = max(LAYER_INDEX[n] for n in layers)
+    return 2 ** sum(1 for n in LAYER_NAMES[:last] if n.startswith("pool"))
 
 
 def file_sha256(path: Path) -> str:
@@ -104,27 +112,36 @@ def _torchvision_state() -> tuple[dict[str, torch.Tensor], str]:
 def _from_torchvision_keys(raw: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Map a torchvision `vgg19` (features.N.*) or `vgg19.features` (N.*) state dict to conv names."""
     prefix = "features." if any(k.startswith("features.") for k in raw) else ""
-    state, index = {}, 0
+    expected = "expected a state dict of torchvision's vgg19 or of its .features"
+    state, index, channels = {}, 0, 3
     for item in _CFG_E:
         if item == "M":
             index += 1
             continue
         name = CONV_NAMES[len(state) // 2]
-        for part in ("weight", "bias"):
+        # Checked here so a VGG-16, a ResNet or a bad conversion names its key, not a copy_ error.
+        for part, shape in (("weight", (item, channels, 3, 3)), ("bias", (item,))):
             key = f"{prefix}{index}.{part}"
             if key not in raw:
-                raise WeightsError(f"{source}: missing key {key!r}; expected a state dict of "
-                                   "torchvision's vgg19 or of its .features")
-            state[f"{name}.{part}"] = raw[key].float()
-        index += 2  # conv, relu
+                raise WeightsError(f"{source}: missing key {key!r}; {expected}")
+            value = raw[key]
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            if got != shape:
+                raise WeightsError(f"{source}: {key!r} has shape {_shape(got)}, expected {_shape(shape)}; {expected}")
+            state[f"{name}.{part}"] = value.float()
+        index, channels = index + 2, item  # conv, relu
     return state
+
+
+def _shape(shape: tuple[int, ...] | str) -> str:
+    return shape if isinstance(shape, str) else "(" + ", ".join(map(str, shape)) + ")"
 
 
 def _file_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}; use 'original', 'torchvision' or a path "
                            "to a .pth/.safetensors state dict")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
@@ -223,12 +240,19 @@ class VGGFeatures(nn.Module):
     def forward(self, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         check_layers(layers)
         wanted = set(layers)
+        if not wanted:
+            return {}
         last = max(LAYER_INDEX[n] for n in wanted)
         if last >= len(self.names):
             raise WeightsError(f"layer {LAYER_NAMES[last]} is deeper than this network was built for "
                                f"(up to {self.names[-1]})")
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
+        need, (h, w) = min_side([LAYER_NAMES[last]]), images.shape[-2:]
+        if min(h, w) < need:
+            # Otherwise a pooling layer fails with "Output size is too small" deep inside torch.
+            raise ParamError(f"an image of {w} × {h} px is too small for layer {LAYER_NAMES[last]}, which needs "
+                             f"at least {need} px on each side; raise size (or style_scale), or use shallower layers")
         out = {}
         x = self.normalize(images)
         for name in self.names[: last + 1]:

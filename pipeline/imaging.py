@@ -45,7 +45,9 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
         raise InputError(f"empty file: {path}")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # MAX_PIXELS is the limit (checked below with the real size); Pillow's lower warning
+            # threshold would otherwise refuse 90–120 Mpx images with a misleading message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 _check_geometry(path, img.size)
                 if long_side_hint and img.format == "JPEG":
@@ -57,7 +59,7 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
                 rgb = _to_rgb(ImageOps.exif_transpose(img))
     except InputError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
                          "downscale it first") from None
     except UnidentifiedImageError:
@@ -86,7 +88,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     elif img.mode == "F":
         array = np.asarray(img, dtype=np.float64)
         img = Image.fromarray(np.clip(array * (255.0 if array.max() <= 1 else 1.0), 0, 255).astype(np.uint8), "L")
-    if img.mode == "P" and "transparency" in img.info:
+    if img.mode in ("P", "L", "RGB") and "transparency" in img.info:
+        # A palette index or a colour key (PNG tRNS) marks transparent pixels: composite them too.
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")

@@ -51,6 +51,9 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
 def blend_grams(grams: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
     """Blend several styles' Gram targets, layer by layer, with weights normalized to sum 1."""
     total = float(sum(weights))
+    if not grams or len(grams) != len(weights) or min(weights) < 0 or not total > 0:
+        # Callers validate user input; this guards the core against a silent division by zero.
+        raise ValueError(f"blend_grams needs one weight ≥ 0 per style with a positive sum, got {weights}")
     out = {}
     for layer in grams[0]:
         out[layer] = sum(w / total * g[layer] for g, w in zip(grams, weights))

@@ -5,6 +5,7 @@ their defaults and allowed values from this module.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
@@ -28,7 +29,7 @@ class Params:
     size: int = 512                    # long side of the output, pixels
     steps: int = 400                   # objective evaluations in all (across multiscale stages)
     content_weight: float = 1.0        # weight of the relative content loss
-    style_weight: float = 1.0e3        # weight of the relative style loss (mean over layers)
+    style_weight: float = 50.0         # weight of the relative style loss (mean over layers)
     tv_weight: float = 0.0             # weight of the total-variation smoothness loss
     content_layers: tuple[str, ...] = CONTENT_LAYERS
     style_layers: tuple[str, ...] = STYLE_LAYERS
@@ -77,6 +78,15 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def show_value(value: Any) -> str:
+    """A value as a YAML/JSON user would write it (strings in double quotes), cut to one short line."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -100,7 +110,7 @@ def _check_one(key: str, value: Any) -> str | None:
     default = getattr(DEFAULTS, key)
     if key in ("size", "steps", "multiscale", "quality", "seed"):
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"expected an integer, got {value!r}"
+            return f"expected an integer, got {show_value(value)}"
         low, high = {"size": (16, MAX_SIZE), "steps": (1, 1_000_000), "multiscale": (1, 8),
                      "quality": (1, 100), "seed": (0, 2**63 - 1)}[key]
         if not low <= value <= high:
@@ -109,30 +119,30 @@ def _check_one(key: str, value: Any) -> str | None:
         if value is None and key == "lr":
             return None
         if not _is_number(value):
-            return f"expected a number, got {value!r}"
+            return f"expected a number, got {show_value(value)}"
         if not math.isfinite(value) or value < 0:
             return f"must be a finite number ≥ 0, got {value}"
         if key in ("style_scale", "lr") and value == 0:
             return "must be greater than 0"
     elif key in ("content_layers", "style_layers"):
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-            return f"expected a non-empty list of layer names, got {value!r}"
-        bad = [v for v in value if v not in LAYER_INDEX]
+            return f"expected a non-empty list of layer names, got {show_value(value)}"
+        bad = [v for v in value if not isinstance(v, str) or v not in LAYER_INDEX]
         if bad:
-            return (f"unknown VGG-19 layer {bad[0]!r}; names look like conv4_2, relu3_1, pool5")
+            return (f"unknown VGG-19 layer {show_value(bad[0])}; names look like conv4_2, relu3_1, pool5")
     elif key == "style_layer_weights":
         if value is None:
             return None
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
-            return f"expected a list of numbers, got {value!r}"
+            return f"expected a list of numbers, got {show_value(value)}"
         if not all(_is_number(v) and math.isfinite(v) and v >= 0 for v in value) or sum(value) <= 0:
             return "expected finite numbers ≥ 0 with a positive sum"
     elif key in CHOICES:
         if value not in CHOICES[key]:
-            return f"expected one of {', '.join(CHOICES[key])}, got {value!r}"
+            return f"expected one of {', '.join(CHOICES[key])}, got {show_value(value)}"
     elif isinstance(default, str):
         if not isinstance(value, str) or not value or "\0" in value:
-            return f"expected a non-empty string, got {value!r}"
+            return f"expected a non-empty string, got {show_value(value)}"
     return None
 
 
@@ -159,5 +169,5 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
     return Params(**merged)
 
 
-__all__ = ["Params", "DEFAULTS", "PARAM_NAMES", "CHOICES", "param_problems", "params_from_mapping",
+__all__ = ["Params", "DEFAULTS", "PARAM_NAMES", "CHOICES", "param_problems", "params_from_mapping", "show_value",
            "STYLE_LAYERS", "CONTENT_LAYERS"]

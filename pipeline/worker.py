@@ -15,10 +15,10 @@ from typing import Any, Callable
 import torch
 
 from . import __version__, imaging, losses, pixels
-from .cache import StyleTargetCache, TargetKey
+from .cache import StyleTargetCache, key_for, style_side
 from .errors import DeviceError, NSTError, OutputError
 from .features import VGGFeatures
-from .jobs import Job, content_sha256
+from .jobs import Job
 from .optimize import Progress, style_grams, stylize
 
 
@@ -36,6 +36,10 @@ def resolve_device(spec: str) -> torch.device:
             raise DeviceError(f"device {spec} does not exist (this machine has {torch.cuda.device_count()} GPU(s))")
         return torch.device(spec)
     raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
 def now_iso() -> str:
@@ -67,7 +71,8 @@ class JobRunner:
         return self._nets[key]
 
     def run(self, job: Job, image_path: Path, sidecar_path: Path | None,
-            progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+            progress: Callable[[Progress], None] | None = None,
+            extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run `job`, write its image and (if asked) its sidecar; returns the record."""
         started, t0 = now_iso(), time.perf_counter()
         p = job.params
@@ -103,6 +108,7 @@ class JobRunner:
             "finished_at": now_iso(),
             "width": int(result.image.shape[-1]),
             "height": int(result.image.shape[-2]),
+            **(extra or {}),
         }
         if sidecar_path is not None:
             write_sidecar(sidecar_path, record)
@@ -110,7 +116,6 @@ class JobRunner:
 
     def _targets_fn(self, feats: VGGFeatures, job: Job, content: torch.Tensor, hits: list[bool]):
         p = job.params
-        variant = "rgb" if p.preserve_color == "none" else f"{p.preserve_color}:{content_sha256(job.content)}"
         loaded: dict[str, torch.Tensor] = {}
 
         def style_image(path: str) -> torch.Tensor:
@@ -121,14 +126,13 @@ class JobRunner:
             return loaded[path]
 
         def targets(long_side: int) -> dict[str, torch.Tensor]:
-            style_side = max(16, round(long_side * p.style_scale))
             grams = []
             for ref in job.styles:
-                key = TargetKey(content_sha256(ref.path), style_side, tuple(p.style_layers), p.pooling,
-                                feats.weights_id, "float32", variant)
+                key = key_for(p, ref.path, job.content, long_side, feats.weights_id)
                 g, hit = self.cache.get_or_compute(
                     key, lambda ref=ref: style_grams(
-                        feats, pixels.resize_long_side(style_image(ref.path), style_side), p.style_layers))
+                        feats, pixels.resize_long_side(style_image(ref.path), style_side(p, long_side)),
+                        p.style_layers))
                 hits.append(hit)
                 grams.append({k: v.to(self.device) for k, v in g.items()})
             return losses.blend_grams(grams, [s.weight for s in job.styles])

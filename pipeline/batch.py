@@ -1,0 +1,262 @@
+"""`run`, `plan` and `status` of a manifest: manifest → jobs → scheduler → index.
+
+Resume is the default: a job whose image and `done` sidecar both exist is skipped. The parent
+alone writes the index; workers write images and `done` sidecars; the parent writes the
+sidecars of failed jobs. A lock file keeps two runs out of one output folder.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
+
+from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
+from .errors import NSTError
+from .imaging import atomic_write_bytes
+from .index import ResultsIndex
+from .jobs import Job
+from .features import weights_id
+from .expand import expand, resolved_yaml
+from .manifest import Manifest, load_manifest
+from .progress import RunDisplay
+from .scheduler import Scheduler, Slot, StopFlags, plan_slots
+from .worker import failure_record, iso_time, safe_join, write_sidecar
+
+LOCK_NAME = ".nst-batch.lock"
+
+
+class BusyError(NSTError):
+    """Another run holds the output folder."""
+
+
+@dataclass
+class JobState:
+    done: list[Job] = field(default_factory=list)
+    failed: list[Job] = field(default_factory=list)
+    pending: list[Job] = field(default_factory=list)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def read_sidecar(output_dir: Path, job: Job) -> dict[str, Any] | None:
+    try:
+        record = json.loads(safe_join(output_dir, job.sidecar).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("job_id") == job.job_id else None
+
+
+def classify(jobs: list[Job], output_dir: Path) -> JobState:
+    """Split jobs by what their files say: done (image + done sidecar), failed, or pending."""
+    state = JobState()
+    for job in jobs:
+        record = read_sidecar(output_dir, job)
+        if record is None:
+            state.pending.append(job)
+            continue
+        state.records[job.job_id] = record
+        if record.get("status") == "done" and safe_join(output_dir, job.output).is_file():
+            state.done.append(job)
+        elif record.get("status") in ("failed", "timeout"):
+            state.failed.append(job)
+        else:
+            state.pending.append(job)
+    return state
+
+
+def shard_of(job_id: str, count: int) -> int:
+    """Stable shard of a job: its id is a hash, so its value modulo `count` spreads evenly."""
+    return int(job_id, 16) % count
+
+
+@dataclass
+class RunOptions:
+    devices: str | list[str] | None = None
+    workers: int | None = None
+    force: bool = False
+    retry_failed: bool = False
+    dry_run: bool = False
+    retries: int | None = None
+    timeout: float | None = None
+    cache_dir: Path | None = None
+    now: bool = False
+    live: bool | None = None
+
+
+class _Listener:
+    """Connects scheduler events to the index, the failure sidecars and the display."""
+
+    def __init__(self, output_dir: Path, index: ResultsIndex, display: RunDisplay):
+        self.output_dir, self.index, self.display = output_dir, index, display
+        self.slot_of: dict[str, int] = {}
+
+    def job_started(self, slot: Slot, job: Job) -> None:
+        self.slot_of[job.job_id] = slot.index
+        self.display.job_started(slot, job)
+
+    def job_progress(self, slot: Slot, job: Job, step: int, total: int, loss: float) -> None:
+        self.display.job_progress(slot, job, step, total, loss)
+
+    def job_finished(self, job: Job, record: dict[str, Any], attempts: int) -> None:
+        self.index.upsert({**record, "attempts": attempts})
+        self.display.job_finished(self.slot_of.pop(job.job_id, None), job, record)
+
+    def job_failed(self, job: Job, error: str, status: str, attempts: int, device: str,
+                   started: float, record: dict[str, Any] | None) -> None:
+        if record is None:
+            record = failure_record(job, error, device, iso_time(started), time.time() - started, status)
+        record = {**record, "attempts": attempts}
+        try:
+            write_sidecar(safe_join(self.output_dir, job.sidecar), record)
+        except NSTError as err:
+            self.display.message(f"warning: {err}")
+        self.index.upsert(record)
+        self.display.job_failed(self.slot_of.pop(job.job_id, None), job, status, record["error"])
+
+    def job_retry(self, job: Job, error: str, attempt: int) -> None:
+        self.slot_of.pop(job.job_id, None)
+        self.display.message(f"retry  {job.job_id[:8]}: {error} (attempt {attempt} failed)")
+
+
+def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
+    manifest = load_manifest(manifest_path)
+    jobs = expand(manifest)
+    if shard is not None:
+        i, n = shard
+        jobs = [j for j in jobs if shard_of(j.job_id, n) == i]
+    return manifest, jobs
+
+
+def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int] | None = None,
+                 display: RunDisplay | None = None) -> dict[str, Any]:
+    """Run every job of the manifest that is not finished yet; returns a summary."""
+    manifest, jobs = prepare(manifest_path, shard)
+    manifest.output.mkdir(parents=True, exist_ok=True)
+    with hold_output(manifest.output):
+        return _run_locked(manifest, jobs, options, display, shard is not None)
+
+
+@contextmanager
+def hold_output(out: Path) -> Iterator[None]:
+    """Exclusive use of an output folder: a second run (or a reindex) refuses instead of racing."""
+    lock = FileLock(str(out / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise BusyError(f"another nst-batch run is using {out} (lock {LOCK_NAME}); wait for it to "
+                        "finish or choose another output folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
+                display: RunDisplay | None, sharded: bool) -> dict[str, Any]:
+    out = manifest.output
+    if not sharded:
+        atomic_write_bytes(out / "manifest.resolved.yaml", resolved_yaml(manifest).encode())
+    state = classify(jobs, out)
+    if options.force:
+        todo = list(jobs)
+    else:
+        todo = state.pending + (state.failed if options.retry_failed else [])
+    slots = plan_slots(options.devices or manifest.devices, manifest.workers_per_device,
+                       options.workers, _cuda_count)
+    summary = {"output": str(out), "jobs": len(jobs), "skipped_done": len(jobs) - len(todo) - (
+        0 if options.force or options.retry_failed else len(state.failed)),
+        "kept_failed": 0 if options.force or options.retry_failed else len(state.failed),
+        "to_run": len(todo), "workers": [s.device for s in slots]}
+    if options.dry_run:
+        return {**summary, "dry_run": True, "todo": [j.job_id for j in todo]}
+    with ResultsIndex(out) as index:
+        if not sharded:
+            # The sidecars are the truth: bring rows for finished work into the index (a killed
+            # parent may have written the sidecar but not the row).
+            for job in state.done + state.failed:
+                record = state.records[job.job_id]
+                row = index.get(job.job_id)
+                if row is None or row.get("status") != record.get("status"):
+                    index.upsert(record)
+        if not todo:
+            return {**summary, "done": 0, "failed": 0}
+        display = display or RunDisplay(len(todo), slots, live=options.live)
+        listener = _Listener(out, index if not sharded else _NoIndex(), display)
+        flags = StopFlags()
+        scheduler = Scheduler(slots, out, options.cache_dir,
+                              retries=manifest.retries if options.retries is None else options.retries,
+                              timeout=options.timeout if options.timeout is not None else manifest.timeout,
+                              flags=flags)
+        with display, _interrupts(flags, options.now, display):
+            counts = scheduler.run(todo, listener)
+    interrupted = flags.stop or flags.abort
+    return {**summary, **counts, "interrupted": interrupted}
+
+
+class _NoIndex:
+    """Shards write sidecars only; `nst-batch reindex` merges them afterwards."""
+
+    def upsert(self, record: dict[str, Any]) -> None:
+        pass
+
+
+class _interrupts:
+    """First Ctrl-C: stop dispatching (with --now: abort running jobs). Second: abort."""
+
+    def __init__(self, flags: StopFlags, now: bool, display: RunDisplay):
+        self.flags, self.now, self.display = flags, now, display
+
+    def __enter__(self) -> "_interrupts":
+        self.old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.signal(signal.SIGINT, self.old)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flags.stop or self.now:
+            self.flags.stop = self.flags.abort = True
+            self.display.message("interrupted: stopping running jobs now; rerun the same command to finish")
+        else:
+            self.flags.stop = True
+            self.display.message("interrupted: finishing running jobs, starting no new ones "
+                                 "(Ctrl-C again to stop now); rerun the same command to finish")
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+    """What a run would do: jobs by size and status, and which style targets are cached."""
+    manifest, jobs = prepare(manifest_path)
+    state = classify(jobs, manifest.output)
+    status_of = {j.job_id: "done" for j in state.done}
+    status_of.update({j.job_id: "failed" for j in state.failed})
+    by_size: dict[int, dict[str, int]] = {}
+    for job in jobs:
+        row = by_size.setdefault(job.params.size, {"done": 0, "failed": 0, "pending": 0})
+        row[status_of.get(job.job_id, "pending")] += 1
+    cache = StyleTargetCache(cache_dir or default_cache_dir())
+    keys: dict[str, bool] = {}
+    for job in jobs:
+        for key in target_keys(job):
+            keys.setdefault(key.digest(), cache.path_for(key).exists())
+    return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
+            "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),
+            "targets_cached": sum(keys.values()), "cache_dir": str(cache.root),
+            "to_run": len(state.pending), "failed": len(state.failed), "done": len(state.done)}
+
+
+def target_keys(job: Job) -> list[TargetKey]:
+    """The cache keys a job's style targets will use (one per style image and stage)."""
+    wid = weights_id(job.params.weights)
+    return [key_for(job.params, ref.path, job.content, side, wid)
+            for side in job.params.stage_sizes() for ref in job.styles]

@@ -1,0 +1,53 @@
+"""Human-readable output of `plan`, `status` and the end of `run` (rich tables on stdout)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+
+def print_plan(plan: dict[str, Any]) -> None:
+    table = Table(title=f"{plan['manifest']} → {plan['output']}")
+    for col in ("size", "jobs", "done", "failed", "pending"):
+        table.add_column(col, justify="right")
+    for size, row in plan["by_size"].items():
+        table.add_row(str(size), str(sum(row.values())), str(row["done"]), str(row["failed"]),
+                      str(row["pending"]))
+    console.print(table)
+    console.print(f"{plan['jobs']} job(s): {plan['done']} done, {plan['failed']} failed (kept; "
+                  f"--retry-failed reruns them), {plan['to_run']} would run")
+    console.print(f"style targets: {plan['targets_cached']} of {plan['targets_total']} cached in "
+                  f"{plan['cache_dir']}")
+
+
+def print_status(manifest_path: Path) -> None:
+    from .batch import classify, prepare
+
+    manifest, jobs = prepare(manifest_path)
+    state = classify(jobs, manifest.output)
+    console.print(f"{manifest.output}: {len(jobs)} job(s): {len(state.done)} done, "
+                  f"{len(state.failed)} failed, {len(state.pending)} pending")
+    for job in state.failed:
+        record = state.records[job.job_id]
+        console.print(f"  {record.get('status')} {job.job_id} {Path(job.content).name}: {record.get('error')}")
+
+
+def finish_run(summary: dict[str, Any]) -> int:
+    """Print the end-of-run summary; returns the exit code (0 all good, 1 failures, 130 interrupted)."""
+    if summary.get("dry_run"):
+        console.print(f"dry run: {summary['jobs']} job(s), {summary['skipped_done']} already done, "
+                      f"{summary['kept_failed']} failed before (kept), {summary['to_run']} would run "
+                      f"on {len(summary['workers'])} worker(s): {', '.join(summary['workers'])}")
+        return 0
+    kept = f", {summary['kept_failed']} failed earlier (--retry-failed reruns them)" if summary["kept_failed"] else ""
+    console.print(f"{summary['output']}: {summary['jobs']} job(s): {summary['skipped_done']} already done{kept}; "
+                  f"this run: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed"
+                  + (f", {summary['retried']} retried" if summary.get("retried") else ""))
+    if summary.get("interrupted"):
+        console.print("interrupted: rerun the same command to finish the rest")
+        return 130
+    return 1 if summary.get("failed") else 0

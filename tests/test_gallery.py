@@ -1,0 +1,135 @@
+"""The static gallery: every job listed, escaping, cached thumbnails, and a real headless browser."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import InputError
+from pipeline.gallery import render_html, write_gallery
+from pipeline.sheets import load_results
+from test_sheets import Run
+
+NASTY = '</script><script>alert("x")</script> & <b>bold</b>'
+
+
+def sample_run(tmp_path: Path) -> Run:
+    """2 contents × 2 styles × 2 seeds; one failed job whose error is hostile HTML."""
+    run = Run(tmp_path)
+    for i, c in enumerate(("chelsea", "coffee")):
+        for j, s in enumerate(("hubble", "wave")):
+            for seed in (0, 1):
+                # seconds fall as jobs are added, so sorting by seconds reverses the order
+                run.add(c, [s], color=(100 * i, 100 * j, 100 * seed + 50), seed=seed,
+                        seconds=9.0 - 0.5 * len(run.records))
+    run.records[3].update(status="failed", error=NASTY)
+    run.write()
+    return run
+
+
+def test_the_page_lists_every_job_and_escapes_what_it_shows(tmp_path):
+    run = sample_run(tmp_path)
+    page = write_gallery(run.root).read_text()
+    for rec in run.records:
+        assert f'data-job="{rec["job_id"]}"' in page
+    assert page.count("<figure") == 8 and page.count('<tr data-job=') == 8
+    assert NASTY not in page and "<b>bold" not in page and "alert(" in page   # shown, inert
+    script = re.search(r'<script type="application/json" id="nst-data">(.*?)</script>', page, re.S).group(1)
+    assert json.loads(script)["jobs"]["0000000000000003"]["status"] == "failed"
+    assert 'href="chelsea/hubble/0000000000000000.png"' in page
+    assert 'src=".thumbs/0000000000000000.jpg"' in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_names_are_escaped_in_attributes_and_links(tmp_path):
+    run = Run(tmp_path)
+    run.add('a"b<c>&d', ["w#1"], color=(1, 2, 3))
+    run.write()
+    results = load_results(run.root)
+    page = render_html("t<", results, thumbs={r.job_id: None for r in results},
+                       reasons={r.job_id: "missing" for r in results})
+    assert 'a"b<c>' not in page and "a&quot;b&lt;c&gt;&amp;d" in page and "<title>t&lt; - nst-batch" in page
+    page = write_gallery(run.root).read_text()
+    assert 'href="a%22b%3Cc%3E%26d/w%231/0000000000000000.png"' in page
+
+
+def test_thumbnails_are_made_once_and_again_only_when_the_image_is_newer(tmp_path):
+    run = sample_run(tmp_path)
+    write_gallery(run.root)
+    thumbs = sorted((run.root / ".thumbs").iterdir())
+    assert [t.name for t in thumbs] == [f"{r['job_id']}.jpg" for r in run.records if r["status"] == "done"]
+    first = thumbs[0].stat().st_mtime_ns
+    os.utime(thumbs[1], ns=(1, 1))                         # older than its image: remade
+    write_gallery(run.root)
+    assert thumbs[0].stat().st_mtime_ns == first
+    assert thumbs[1].stat().st_mtime_ns > 1
+
+
+def test_gallery_command_and_missing_index(tmp_path, capsys):
+    run = sample_run(tmp_path)
+    main(["gallery", str(run.root)])
+    assert capsys.readouterr().out.strip() == str(run.root / "index.html")
+    with pytest.raises(InputError, match=r"^no results index in .*; run `nst-batch run MANIFEST` first"):
+        write_gallery(tmp_path / "inputs")
+
+
+# ---------------------------------------------------------------------------- in a browser
+
+def find_browser() -> str | None:
+    for name in ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def selftest(browser: str, page: Path, tmp_path: Path) -> dict:
+    """Load `page?selftest=1` in headless Chromium and return what the page wrote into the DOM."""
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'chromium-profile'}", "--virtual-time-budget=3000",
+           "--dump-dom", page.resolve().as_uri() + "?selftest=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    found = re.search(r'<pre id="selftest">(.*?)</pre>', proc.stdout, re.S)
+    assert found, f"no self-test output (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.fixture
+def browser() -> str:
+    path = find_browser()
+    if path is None:
+        pytest.skip("no Chromium on this machine (/usr/bin/chromium); .ci/install-browser installs "
+                    "Debian's chromium package where apt-get can")
+    return path
+
+
+def test_the_page_works_in_headless_chromium_without_the_network(tmp_path, browser):
+    run = sample_run(tmp_path)
+    report = selftest(browser, write_gallery(run.root), tmp_path)
+    done = [r["job_id"] for r in run.records if r["status"] == "done"]
+    assert [i["src"] for i in report["images"]] == [f".thumbs/{j}.jpg" for j in done]
+    assert all(i["width"] == 32 for i in report["images"])              # decoded: naturalWidth > 0
+    assert report["visible_before"] == 8
+    assert report["filter"] == {"key": "content", "value": "chelsea"} and report["visible_after"] == 4
+    assert report["sorted_by_seconds"] == [r["job_id"] for r in reversed(run.records)]
+    assert report["resources"] == [] or all(u.startswith("file:") for u in report["resources"])
+    assert report["csp_violations"] == []
+
+
+def test_the_self_test_would_see_a_network_request(tmp_path, browser):
+    """Guards the check above: an image from the network shows up (and is blocked by the CSP)."""
+    run = sample_run(tmp_path)
+    page = write_gallery(run.root)
+    leaky = page.with_name("leaky.html")
+    leaky.write_text(page.read_text().replace('<div id="grid">', '<div id="grid"><img src="http://192.0.2.1/x.png">'))
+    report = selftest(browser, leaky, tmp_path)
+    assert "http://192.0.2.1/x.png" in report["resources"]
+    assert report["csp_violations"] == ["http://192.0.2.1/x.png"]
