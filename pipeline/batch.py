@@ -137,8 +137,11 @@ def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int
     """Run every job of the manifest that is not finished yet; returns a summary."""
     manifest, jobs = prepare(manifest_path, shard)
     manifest.output.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        # Shards of one manifest run at the same time by design, on disjoint jobs, index-free.
+        return _run_locked(manifest, jobs, options, display, True)
     with hold_output(manifest.output):
-        return _run_locked(manifest, jobs, options, display, shard is not None)
+        return _run_locked(manifest, jobs, options, display, False)
 
 
 @contextmanager
@@ -184,7 +187,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
                 if row is None or row.get("status") != record.get("status"):
                     index.upsert(record)
         if not todo:
-            return {**summary, "done": 0, "failed": 0}
+            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest)}
         display = display or RunDisplay(len(todo), slots, live=options.live)
         listener = _Listener(out, index if not sharded else _NoIndex(), display)
         flags = StopFlags()
@@ -195,7 +198,29 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         with display, _interrupts(flags, options.now, display):
             counts = scheduler.run(todo, listener)
     interrupted = flags.stop or flags.abort
-    return {**summary, **counts, "interrupted": interrupted}
+    return {**summary, **counts, "interrupted": interrupted,
+            "views": [] if sharded else write_views(manifest, display)}
+
+
+def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[str]:
+    """Regenerate index.html, and the contact sheet when the manifest asks for one.
+
+    A problem here (say, a sheet layout that needs --where) is reported, never allowed to
+    turn a finished batch into an error.
+    """
+    from .gallery import write_gallery
+    from .sheets import make_sheets
+
+    written: list[str] = []
+    try:
+        written.append(str(write_gallery(manifest.output)))
+        if manifest.sheet is not None:
+            s = manifest.sheet
+            written += [str(p) for p in make_sheets(manifest.output, rows=s.rows, cols=s.cols, thumb=s.thumb)]
+    except NSTError as err:
+        message = f"warning: {err}"
+        display.message(message) if display else print(message)
+    return written
 
 
 class _NoIndex:

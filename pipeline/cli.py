@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed Typer
 
 from .errors import NSTError, OutputError
 from .params import CHOICES, DEFAULTS
+from .sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -185,31 +186,6 @@ def export(output: Annotated[Path, typer.Argument(help="Output folder of a run."
         typer.echo(f"wrote {to}", err=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one line per error, exit codes 2 (user error) or 130 (interrupted)."""
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
-    try:
-        app(args=argv, standalone_mode=False)
-    except NSTError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except _UsageBase as err:
-        if type(err).__name__ == "NoArgsIsHelpError":
-            sys.exit(0)
-        ctx = getattr(err, "ctx", None)
-        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
-        print(f"error: {err.format_message()}{hint}", file=sys.stderr)
-        sys.exit(getattr(err, "exit_code", 2))
-    except (KeyboardInterrupt, typer.Abort):
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-
-
-# ---------------------------------------------------------------------------- sheets and gallery
-# (defined after main() only because they were appended; Typer registers them at import)
-from .sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB  # noqa: E402
-
-
 @app.command()
 def sheet(
     output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")],
@@ -234,3 +210,29 @@ def gallery(output: Annotated[Path, typer.Argument(help="Output folder of a run 
     from .gallery import write_gallery
 
     typer.echo(str(write_gallery(output)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line per error, exit codes 2 (user error) or 130 (interrupted)."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    try:
+        # prog_name: hints read "nst-batch stylize --help" however the CLI was started.
+        app(args=argv, prog_name="nst-batch", standalone_mode=False)
+    except NSTError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except _UsageBase as err:
+        if type(err).__name__ == "NoArgsIsHelpError":
+            print(err.format_message())   # the help text: bare `nst-batch` must not print nothing
+            sys.exit(0)
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        print(f"error: {err.format_message()}{hint}", file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # python -m pipeline.cli
+    main()

@@ -22,6 +22,8 @@ from .errors import InputError, OutputError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".tga")
 MAX_PIXELS = 120_000_000   # refuse larger inputs before decoding them (decompression bombs)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)           # read once at import: os.umask can only be read by setting it
 MAX_ASPECT = 50            # a 10000 × 10 strip cannot be stylized meaningfully
 
 
@@ -111,6 +113,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; give the result the permissions a plain open() would.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

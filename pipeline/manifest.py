@@ -232,8 +232,10 @@ def _parse(text: str, report: _Report) -> Any:
             problem = f"{err.context}, {problem}"
         problem = " ".join(problem.split())
         lines = text.splitlines()
-        tab = line is not None and line <= len(lines) and "\t" in lines[line - 1]
-        hint = "; indent with spaces, not tabs" if tab else ""
+        here = lines[line - 1] if line is not None and line <= len(lines) else ""
+        if "\t" in here[:len(here) - len(here.lstrip())]:   # libyaml and PyYAML word this differently
+            problem = "tab character in the indentation"
+        hint = "; indent with spaces, not tabs" if "\t" in here else ""
         raise _Abort(f"YAML syntax error: {problem}" + (f" ({where}{hint})" if where else "")) from None
     except yaml.YAMLError as err:
         raise _Abort(f"YAML syntax error: {' '.join(str(err).split())}") from None
@@ -711,15 +713,16 @@ class _Checker:
                 self.add(path, f"expected a mapping {{content: a.jpg, style: b.jpg}}, got {_kind(item)}")
                 continue
             self._unknown(path, item, ("content", "style"))
-            for key in ("content", "style"):
-                if key not in item:
-                    self.add(path + (key,), f"missing; each pair names one {key} image")
-            content = self._one_image(path + ("content",), item["content"], "content") if "content" in item else []
-            style, spath = item.get("style"), path + ("style",)
+            if "content" not in item:
+                self.add(path + ("content",), "missing; each pair names one content image")
+            content = self._one_image(path + ("content",), item.get("content", INVALID), "content")
+            if "style" not in item:
+                self.add(path + ("style",), "missing; each pair names one style image or blend")
+            style, spath = item.get("style", INVALID), path + ("style",)
             if isinstance(style, dict):
                 entry = self._blend(spath, style)
             else:
-                found = self._one_image(spath, style, "style") if "style" in item else []
+                found = self._one_image(spath, style, "style")
                 entry = StyleEntry((str(found[0]),), (1.0,), self._label(found[0])) if found else None
             if content and entry:
                 pairs.append((str(content[0]), entry))

@@ -47,6 +47,8 @@ def finish_run(summary: dict[str, Any]) -> int:
     console.print(f"{summary['output']}: {summary['jobs']} job(s): {summary['skipped_done']} already done{kept}; "
                   f"this run: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed"
                   + (f", {summary['retried']} retried" if summary.get("retried") else ""))
+    for view in summary.get("views", []):
+        console.print(f"wrote {view}")
     if summary.get("interrupted"):
         console.print("interrupted: rerun the same command to finish the rest")
         return 130

@@ -1,6 +1,7 @@
 """`nst-batch stylize`: one content image, one or more style images, one output file."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -33,13 +34,14 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     params = params_from_mapping(values)
     if blend is not None and len(blend) != len(styles):
         raise ParamError(f"--style-blend has {len(blend)} weights for {len(styles)} style images; give one each")
-    if blend is not None and (any(w < 0 for w in blend) or sum(blend) <= 0):
-        raise ParamError("--style-blend weights must be ≥ 0 with a positive sum")
+    if blend is not None and not (all(math.isfinite(w) and w >= 0 for w in blend) and sum(blend) > 0):
+        raise ParamError("--style-blend weights must be finite, ≥ 0 and have a positive sum")
     # Fail on unreadable inputs and unknown weights before any network is loaded.
-    for path in [content, *styles] + ([Path(params.init)] if params.init not in ("content", "noise") else []):
+    inputs = [content, *styles] + ([Path(params.init)] if params.init not in ("content", "noise") else [])
+    for path in inputs:
         read_image(path, long_side_hint=64)
     weights_id(params.weights)
-    resolved = {Path(p).resolve() for p in [content, *styles]}
+    resolved = {Path(p).resolve() for p in inputs}   # an --init image is an input too
     if output.resolve() in resolved:
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
@@ -61,5 +63,7 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
 
             record = runner.run(job, output, None, progress=on_progress)
     console.print(f"wrote {output} ({record['width']}×{record['height']}, {record['steps']} steps, "
-                  f"loss {record['loss_total']:.4g}, {time.perf_counter() - start:.1f}s on {record['device']})")
+                  f"loss {record['loss_total']:.4g}, {time.perf_counter() - start:.1f}s on {record['device']})",
+                  # One line however narrow the terminal (or log file); a path is not markup.
+                  soft_wrap=True, markup=False, highlight=False)
     return record
