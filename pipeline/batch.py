@@ -69,6 +69,16 @@ def classify(jobs: list[Job], output_dir: Path) -> JobState:
     return state
 
 
+def shard_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """Shard `index` of `count`: every count-th job in job-id order.
+
+    Balanced by job count (sizes differ by at most one), and stable: every array task that
+    expands the same manifest computes the same split, whatever its jobs' progress.
+    """
+    rank = {job_id: k for k, job_id in enumerate(sorted({j.job_id for j in jobs}))}
+    return [j for j in jobs if rank[j.job_id] % count == index]
+
+
 def shard_of(job_id: str, count: int) -> int:
     """Stable shard of a job: its id is a hash, so its value modulo `count` spreads evenly."""
     return int(job_id, 16) % count
@@ -86,6 +96,8 @@ class RunOptions:
     cache_dir: Path | None = None
     now: bool = False
     live: bool | None = None
+    executor: str = "local"              # local | ray (docs/cluster.md)
+    address: str | None = None           # Ray cluster: auto | host:port | None (start a local one)
 
 
 class _Listener:
@@ -127,8 +139,7 @@ def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[
     manifest = load_manifest(manifest_path)
     jobs = expand(manifest)
     if shard is not None:
-        i, n = shard
-        jobs = [j for j in jobs if shard_of(j.job_id, n) == i]
+        jobs = shard_jobs(jobs, *shard)
     return manifest, jobs
 
 
@@ -169,15 +180,23 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         todo = list(jobs)
     else:
         todo = state.pending + (state.failed if options.retry_failed else [])
-    slots = plan_slots(options.devices or manifest.devices, manifest.workers_per_device,
-                       options.workers, _cuda_count)
+    if options.executor == "ray":
+        from .ray_executor import RayScheduler as Executor, plan_ray_slots
+
+        slots = plan_ray_slots(options.devices or manifest.devices, manifest.workers_per_device,
+                               options.workers, options.address, connect=bool(todo))
+    else:
+        Executor = Scheduler
+        slots = plan_slots(options.devices or manifest.devices, manifest.workers_per_device,
+                           options.workers, _cuda_count)
     summary = {"output": str(out), "jobs": len(jobs), "skipped_done": len(jobs) - len(todo) - (
         0 if options.force or options.retry_failed else len(state.failed)),
         "kept_failed": 0 if options.force or options.retry_failed else len(state.failed),
         "to_run": len(todo), "workers": [s.device for s in slots]}
     if options.dry_run:
         return {**summary, "dry_run": True, "todo": [j.job_id for j in todo]}
-    with ResultsIndex(out) as index:
+    # Shards never open index.sqlite: they run at once, often on NFS, where SQLite's WAL fails.
+    with _NoIndex() if sharded else ResultsIndex(out) as index:
         if not sharded:
             # The sidecars are the truth: bring rows for finished work into the index (a killed
             # parent may have written the sidecar but not the row).
@@ -191,7 +210,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         display = display or RunDisplay(len(todo), slots, live=options.live)
         listener = _Listener(out, index if not sharded else _NoIndex(), display)
         flags = StopFlags()
-        scheduler = Scheduler(slots, out, options.cache_dir,
+        scheduler = Executor(slots, out, options.cache_dir,
                               retries=manifest.retries if options.retries is None else options.retries,
                               timeout=options.timeout if options.timeout is not None else manifest.timeout,
                               flags=flags)
@@ -225,6 +244,12 @@ def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[s
 
 class _NoIndex:
     """Shards write sidecars only; `nst-batch reindex` merges them afterwards."""
+
+    def __enter__(self) -> "_NoIndex":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
 
     def upsert(self, record: dict[str, Any]) -> None:
         pass

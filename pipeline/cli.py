@@ -136,6 +136,8 @@ def run(
     now: Annotated[bool, typer.Option("--now", help="On Ctrl-C abort running jobs at once instead of letting them finish.")] = False,
     shard: Annotated[Optional[str], typer.Option(help="Run only shard I/N of the jobs (sidecars only; merge with reindex).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
+    executor: Annotated[str, typer.Option(help="local (worker processes on this machine) | ray (Ray actors on a cluster; docs/cluster.md).")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="With --executor ray: auto (join the running cluster) | HOST:PORT [default: start a local Ray].")] = None,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
     from .batch import RunOptions, run_manifest
@@ -143,8 +145,13 @@ def run(
 
     if workers is not None and workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise typer.BadParameter("--address needs --executor ray")
     options = RunOptions(devices=_devices(device), workers=workers, force=force, retry_failed=retry_failed,
-                         dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now)
+                         dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now,
+                         executor=executor, address=address)
     summary = run_manifest(manifest, options, shard=_shard(shard))
     raise typer.Exit(finish_run(summary))
 
@@ -217,7 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         # prog_name: hints read "nst-batch stylize --help" however the CLI was started.
-        app(args=argv, prog_name="nst-batch", standalone_mode=False)
+        code = app(args=argv, prog_name="nst-batch", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)   # typer.Exit(N) comes back as a return value outside standalone mode
     except NSTError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)

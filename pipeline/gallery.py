@@ -20,8 +20,9 @@ from urllib.parse import quote
 
 from .errors import NSTError, OutputError
 from .imaging import atomic_write_bytes, read_image, to_pil
-from .sheets import (IMAGE_KEYS, SHEET_STEM, Result, axis_value, cell_reason, inside, load_results,
-                     value_label, varying_keys)
+from .results import (IMAGE_KEYS, Result, axis_value, cell_reason, inside, load_results, value_label,
+                      varying_keys)
+from .sheets import SHEET_STEM
 
 GALLERY_NAME = "index.html"
 THUMBS_DIR = ".thumbs"

@@ -6,8 +6,13 @@ half-written file under a final name.
 """
 from __future__ import annotations
 
+import errno
+import fnmatch
+import glob
 import json
+import multiprocessing
 import os
+import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -25,6 +30,9 @@ MAX_PIXELS = 120_000_000   # refuse larger inputs before decoding them (decompre
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)           # read once at import: os.umask can only be read by setting it
 MAX_ASPECT = 50            # a 10000 × 10 strip cannot be stylized meaningfully
+# Test-only fault hooks (tests/faults, docs/reliability.md); unset, they cost one getenv per write.
+FAULT_KILL_IN_WRITE = "NST_BATCH_FAULT_KILL_IN_WRITE"  # marker path: a worker SIGKILLs itself once
+FAULT_ENOSPC = "NST_BATCH_FAULT_ENOSPC"                # glob: writes to matching paths hit ENOSPC
 
 
 def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Tensor:
@@ -70,7 +78,10 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
         raise InputError(f"truncated or corrupt image: {path} ({err})") from None
     array = np.asarray(rgb, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
-    return tensor.float().div_(255.0)
+    # Standard (N, C, H, W) strides, not the channels-last view of the HWC array: L-BFGS flattens
+    # gradients with .view(-1), which fails when the image keeps channels-last strides (a
+    # content image already at the output size, or a 1 × 1 image, reaches it unresized).
+    return tensor.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
 def _check_geometry(path: Path, size: tuple[int, int]) -> None:
@@ -116,9 +127,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
+            _fault_disk_full(path, fh, data)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        _fault_kill_before_replace(path)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -126,6 +139,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def partial_writes(path: Path) -> list[Path]:
+    """Temp files that `atomic_write_bytes(path, ...)` calls killed before their replace left."""
+    try:
+        return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return []
+
+
+def _fault_disk_full(path: Path, fh: Any, data: bytes) -> None:
+    """Test-only: with NST_BATCH_FAULT_ENOSPC=<glob> matching `path`, fail like a full disk."""
+    pattern = os.environ.get(FAULT_ENOSPC)
+    if pattern and fnmatch.fnmatch(str(path), pattern):
+        fh.write(data[: len(data) // 2])   # a real full disk fails part-way through
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def _fault_kill_before_replace(path: Path) -> None:
+    """Test-only: with NST_BATCH_FAULT_KILL_IN_WRITE=<marker>, the first worker process to write
+    an output image after its temp file is complete, before the replace, creates the marker and
+    dies by SIGKILL (once: an existing marker disarms it)."""
+    marker = os.environ.get(FAULT_KILL_IN_WRITE)
+    if (marker and path.suffix in (".png", ".jpg") and multiprocessing.parent_process() is not None
+            and not os.path.exists(marker)):
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,

@@ -14,7 +14,7 @@ import torch
 
 from . import losses, pixels
 from .errors import NSTError
-from .features import VGGFeatures, min_side
+from .features import VGGFeatures
 from .params import Params
 
 StyleTargets = Mapping[str, torch.Tensor]          # layer -> Gram (1, C, C)
@@ -126,12 +126,7 @@ def stylize(feats: VGGFeatures, content: torch.Tensor, style_targets: StyleTarge
     """
     start = time.perf_counter()
     luminance_only = params.preserve_color == "luminance"
-    sizes = _fit_stage_sizes(params.stage_sizes(), tuple(content.shape[-2:]),
-                             min_side([*params.content_layers, *params.style_layers]))
-    # A stage with no steps (steps < multiscale) is dropped: L-BFGS would still evaluate once, and
-    # starting from an upsampled, unoptimized image would only blur the start.
-    stages = [(size, budget) for size, budget in zip(sizes, params.stage_steps()) if budget > 0]
-    sizes, budgets = [size for size, _ in stages], [budget for _, budget in stages]
+    sizes, budgets = params.stage_sizes(tuple(content.shape[-2:])), params.stage_steps()
     total_steps, done = sum(budgets), 0
     history: list[float] = []
     image: torch.Tensor | None = None
@@ -174,20 +169,6 @@ def stylize(feats: VGGFeatures, content: torch.Tensor, style_targets: StyleTarge
     if luminance_only:
         image = pixels.combine_luminance(image, pixels.resize(content, tuple(image.shape[-2:])))
     return Result(image=image, losses=final, steps=done, history=history)
-
-
-def _fit_stage_sizes(sizes: list[int], shape: tuple[int, int], need: int) -> list[int]:
-    """Raise coarse stages whose short side would be below `need` px (the deepest layer's minimum).
-
-    A wide image's half-size stage can be too small for conv5_1 even when the output is not; the
-    final stage is left as asked, and `VGGFeatures` says so if that one is too small.
-    """
-    fitted = []
-    for long_side in sizes[:-1]:
-        while min(pixels.scaled_size(*shape, long_side)) < need and long_side < sizes[-1]:
-            long_side += 1
-        fitted.append(long_side)
-    return fitted + sizes[-1:]
 
 
 def style_grams(feats: VGGFeatures, style: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .errors import ParamError
-from .features import LAYER_INDEX
+from .features import LAYER_INDEX, min_side
+from .pixels import scaled_size
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYERS = ("conv4_2",)
@@ -58,14 +59,30 @@ class Params:
             return self.lr
         return 1.0 if self.optimizer == "lbfgs" else 0.02
 
-    def stage_sizes(self) -> list[int]:
-        """Long sides of the coarse-to-fine stages, each half the next, ending at `size`."""
-        sizes = [max(16, round(self.size / 2 ** k)) for k in range(self.multiscale - 1, -1, -1)]
+    @property
+    def stages(self) -> int:
+        """Coarse-to-fine stages that run: never more than `steps`, so none gets zero steps
+        (L-BFGS would still evaluate once, and the budget would be exceeded)."""
+        return min(self.multiscale, self.steps)
+
+    def stage_sizes(self, shape: tuple[int, int] | None = None) -> list[int]:
+        """Long sides of the coarse-to-fine stages, each half the next, ending at `size`.
+
+        Given the content's (H, W), a coarse stage whose short side would be too small for the
+        deepest layer (conv5_1: 16 px after four poolings) is raised until it fits; the final
+        stage stays `size` (`VGGFeatures` refuses it with a clear error if it is too small).
+        """
+        sizes = [max(16, round(self.size / 2 ** k)) for k in range(self.stages - 1, -1, -1)]
+        if shape is not None:
+            need = min_side([*self.content_layers, *self.style_layers])
+            for i in range(len(sizes) - 1):
+                while min(scaled_size(*shape, sizes[i])) < need and sizes[i] < self.size:
+                    sizes[i] += 1
         return sizes
 
     def stage_steps(self) -> list[int]:
         """`steps` split over the stages; the final stage gets any remainder."""
-        n = self.multiscale
+        n = self.stages
         base = self.steps // n
         return [base] * (n - 1) + [self.steps - base * (n - 1)]
 

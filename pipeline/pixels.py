@@ -26,7 +26,7 @@ def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(images.shape[-2:]) == tuple(size):
         return images
     out = F.interpolate(images, size=size, mode="bicubic", align_corners=False, antialias=True)
-    return out.clamp(0.0, 1.0)
+    return out.clamp(0.0, 1.0).contiguous()   # interpolate may keep channels-last strides
 
 
 def resize_long_side(images: torch.Tensor, long_side: int) -> torch.Tensor:

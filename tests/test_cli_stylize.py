@@ -174,6 +174,7 @@ def test_no_arguments_prints_help(capsys):
     assert "Usage: nst-batch" in out and "stylize" in out
 
 
+@pytest.mark.slow
 def test_python_dash_m_reports_one_line_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "stylize", str(tmp_path / "a.png"),
                            str(tmp_path / "b.png"), "-o", str(tmp_path / "o.png")],

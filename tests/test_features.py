@@ -204,6 +204,9 @@ def test_pickle_with_code_is_refused_and_not_run(tmp_path):
     assert message.startswith(f"refusing to load {path}: not a plain tensor state dict (")
     assert message.endswith("); convert it to .safetensors or a weights-only .pth")
     assert "\n" not in message
+    # The payload is live: an unguarded torch.load would have run it.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
 
 
 def test_state_dict_missing_a_key(tmp_path, fake_files):

@@ -65,8 +65,8 @@ def test_lbfgs_halves_the_loss_and_returns_the_right_size(feats, images):
 
 
 def test_adam_runs_and_lowers_the_loss(feats, images):
-    result = _run(feats, images, optimizer="adam", steps=12, tv_weight=1.0)
-    assert result.steps == 12 and len(result.history) == 12
+    result = _run(feats, images, optimizer="adam", steps=8, tv_weight=1.0)
+    assert result.steps == 8 and len(result.history) == 8
     assert result.losses["total"] < result.history[0]
     assert result.history[-1] < result.history[0]
     assert set(result.losses) == {"total", "content", "style", "tv"}
@@ -147,11 +147,12 @@ def test_initial_image():
 def test_init_image_tensor(feats, images):
     content, _ = images
     start = torch.full((1, 3, 10, 10), 0.5)
-    params = params_from_mapping(SMALL)
+    params = params_from_mapping({**SMALL, "steps": 2})
     _, style = images
     seen: list[Progress] = []
     result = stylize(feats, content, _targets(feats, style, params), params, init=start, progress=seen.append)
-    assert result.image.shape == (1, 3, 28, 32) and result.steps == 5
+    assert result.image.shape == (1, 3, 28, 32) and result.steps == 2 and len(seen) == 2
+    assert seen[0].losses["content"] > 0.1          # it started from the grey image, not the content
 
 
 def test_diverged_loss_is_a_clear_error(feats, images):
@@ -169,7 +170,7 @@ def test_diverged_loss_is_a_clear_error(feats, images):
 @pytest.mark.slow
 def test_luminance_mode_keeps_the_contents_chroma(feats, images):
     content, _ = images
-    result = _run(feats, images, preserve_color="luminance", size=48, steps=20)
+    result = _run(feats, images, preserve_color="luminance", size=32, steps=10)
     out = pixels.rgb_to_yiq(result.image)
     ref = pixels.rgb_to_yiq(pixels.resize(content, tuple(result.image.shape[-2:])))
     # I and Q are the content's wherever the final clamp into [0, 1] left the pixel alone...
@@ -223,5 +224,40 @@ def test_sizes():
     assert pixels.resize(x, (56, 64)) is x
     small = pixels.resize_long_side(x, 16)
     assert small.shape == (1, 3, 14, 16) and 0 <= float(small.min()) and float(small.max()) <= 1
+
+
+
+def test_stage_schedule():
     params = params_from_mapping({"size": 100, "multiscale": 3, "steps": 10})
     assert params.stage_sizes() == [25, 50, 100] and params.stage_steps() == [3, 3, 4]
+    # Never a stage without steps: fewer steps than stages means fewer stages.
+    few = params.replace(steps=2)
+    assert few.stages == 2 and few.stage_sizes() == [50, 100] and few.stage_steps() == [1, 1]
+    assert params.replace(steps=1).stage_sizes() == [100]
+    # Given the content's shape, coarse stages grow until conv5_1 fits (16 px short side).
+    wide = params_from_mapping({"size": 64, "multiscale": 3, "steps": 3})
+    assert wide.stage_sizes() == [16, 32, 64]
+    assert wide.stage_sizes((56, 64)) == [18, 32, 64]
+    assert wide.stage_sizes((16, 64)) == [62, 62, 64]          # 4:1: 62 × 16 (15.5 rounds to 16)
+    shallow = wide.replace(style_layers=["conv1_1", "conv2_1"], content_layers=["conv2_2"])
+    assert shallow.stage_sizes((56, 64)) == [16, 32, 64]        # conv2_x needs only 2 px
+
+
+def test_job_runner_luminance_keeps_chroma_end_to_end(tmp_path, content_path, style_path):
+    """The worker's wiring: grey style targets, colour recombined, saved as 8-bit PNG."""
+    from pipeline.cache import StyleTargetCache
+    from pipeline.jobs import make_job
+    from pipeline.worker import JobRunner
+
+    params = params_from_mapping({"size": 32, "steps": 6, "preserve_color": "luminance"})
+    job = make_job(content_path, [(style_path, 1.0)], params)
+    runner = JobRunner(torch.device("cpu"), StyleTargetCache(tmp_path / "cache"))
+    record = runner.run(job, tmp_path / "out.png", tmp_path / "out.json")
+    assert record["status"] == "done" and record["steps"] == 6
+    out = read_image(tmp_path / "out.png")
+    assert out.shape == (1, 3, record["height"], record["width"]) == (1, 3, 27, 32)
+    content = pixels.resize(read_image(content_path), (27, 32))
+    yiq_out, yiq_ref = pixels.rgb_to_yiq(out), pixels.rgb_to_yiq(content)
+    # 8-bit rounding moves I and Q by at most ~1/255 per channel.
+    assert float((yiq_out[:, 1:] - yiq_ref[:, 1:]).abs().mean()) < 0.005
+    assert float((yiq_out[:, :1] - yiq_ref[:, :1]).abs().mean()) > 0.01

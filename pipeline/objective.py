@@ -1,0 +1,80 @@
+"""The objective of a batch of jobs: content + style + TV loss, each job with its own targets.
+
+Per-job weights are (B,) tensors and per-job style targets are stacked (B, C, C), so jobs
+that differ in weights, style or content still share one forward and backward pass. Under
+autocast the network runs in bf16; Gram matrices and losses are always fp32 (losses.py).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from . import losses
+from .features import VGGFeatures
+from .params import Params
+
+StyleTargets = Mapping[str, torch.Tensor]          # layer -> Gram (1, C, C)
+
+
+class Objective:
+    """Weighted losses of images (B, 3, H, W) against fixed per-job targets."""
+
+    def __init__(self, feats: VGGFeatures, content_targets: Mapping[str, torch.Tensor],
+                 style_targets: Sequence[StyleTargets] | StyleTargets, params: Sequence[Params] | Params):
+        params = [params] if isinstance(params, Params) else list(params)
+        if isinstance(style_targets, Mapping):
+            style_targets = [style_targets]
+        first = params[0]
+        self.feats = feats
+        self.content_layers, self.style_layers = first.content_layers, first.style_layers
+        self.layers = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+        device = next(iter(content_targets.values())).device
+        self.content_targets = {k: v.detach() for k, v in content_targets.items()}
+        self.style_targets = {n: torch.cat([t[n] for t in style_targets]).to(device)
+                              for n in self.style_layers}                      # (B, C, C)
+
+        def column(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        self.content_weight = column([p.content_weight for p in params])
+        self.style_weight = column([p.style_weight for p in params])
+        self.tv_weight = column([p.tv_weight for p in params])
+        self.use_tv = any(p.tv_weight > 0 for p in params)
+        layer_weights = []
+        for p in params:
+            w = p.style_layer_weights or (1.0,) * len(p.style_layers)
+            layer_weights.append([v / sum(w) for v in w])
+        self.layer_weights = torch.tensor(layer_weights, dtype=torch.float32, device=device)  # (B, L)
+
+    def keep(self, index: torch.Tensor) -> "Objective":
+        """The same objective restricted to the jobs at `index` (a LongTensor)."""
+        out = object.__new__(Objective)
+        out.__dict__.update(self.__dict__)
+        out.content_targets = {k: v[index] for k, v in self.content_targets.items()}
+        out.style_targets = {k: v[index] for k, v in self.style_targets.items()}
+        for name in ("content_weight", "style_weight", "tv_weight", "layer_weights"):
+            setattr(out, name, getattr(self, name)[index])
+        return out
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """images (B, 3, H, W) -> total loss (B,) and its parts, each (B,) in fp32."""
+        acts = self.feats(images, self.layers)
+        content = sum(losses.content_loss(acts[n], self.content_targets[n]) for n in self.content_layers)
+        content = content / len(self.content_layers)
+        style = sum(self.layer_weights[:, i] * losses.style_layer_loss(losses.gram(acts[n]), self.style_targets[n])
+                    for i, n in enumerate(self.style_layers))
+        parts = {"content": content, "style": style}
+        total = self.content_weight * content + self.style_weight * style
+        if self.use_tv:
+            parts["tv"] = losses.tv_loss(images.float())
+            total = total + self.tv_weight * parts["tv"]
+        parts["total"] = total
+        return total, parts
+
+
+def style_grams(feats: VGGFeatures, style: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Gram targets (1, C, C) of one style image at the size it is given."""
+    with torch.no_grad():
+        acts = feats(style, list(layers))
+    return {name: losses.gram(acts[name]) for name in layers}
