@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from .errors import NSTError
-from .imaging import atomic_write_bytes
+from .imaging import atomic_write_bytes, remove_partial_writes
 from .index import ResultsIndex
 from .jobs import Job
 from .features import weights_id
@@ -46,8 +46,8 @@ class JobState:
 def read_sidecar(output_dir: Path, job: Job) -> dict[str, Any] | None:
     try:
         record = json.loads(safe_join(output_dir, job.sidecar).read_text())
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError, NSTError):   # NSTError: a folder symlinked out of the output
+        return None                           # folder; the job then fails with that error
     return record if isinstance(record, dict) and record.get("job_id") == job.job_id else None
 
 
@@ -79,9 +79,14 @@ def shard_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
     return [j for j in jobs if rank[j.job_id] % count == index]
 
 
-def shard_of(job_id: str, count: int) -> int:
-    """Stable shard of a job: its id is a hash, so its value modulo `count` spreads evenly."""
-    return int(job_id, 16) % count
+def final_paths(output_dir: Path, jobs: list[Job]) -> Iterator[Path]:
+    """The image and sidecar path of each job, inside `output_dir` (others are skipped)."""
+    for job in jobs:
+        for relative in (job.output, job.sidecar):
+            try:
+                yield safe_join(output_dir, relative)
+            except NSTError:
+                continue
 
 
 @dataclass
@@ -98,6 +103,9 @@ class RunOptions:
     live: bool | None = None
     executor: str = "local"              # local | ray (docs/cluster.md)
     address: str | None = None           # Ray cluster: auto | host:port | None (start a local one)
+    batch_size: int | None = None        # jobs per GPU batch; None: automatic (1 on CPU)
+    precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False                # torch.compile the network in each worker
 
 
 class _Listener:
@@ -123,6 +131,7 @@ class _Listener:
         if record is None:
             record = failure_record(job, error, device, iso_time(started), time.time() - started, status)
         record = {**record, "attempts": attempts}
+        remove_partial_writes(final_paths(self.output_dir, [job]))   # a timed-out worker's temp files
         try:
             write_sidecar(safe_join(self.output_dir, job.sidecar), record)
         except NSTError as err:
@@ -132,6 +141,7 @@ class _Listener:
 
     def job_retry(self, job: Job, error: str, attempt: int) -> None:
         self.slot_of.pop(job.job_id, None)
+        remove_partial_writes(final_paths(self.output_dir, [job]))     # the dead worker's temp files
         self.display.message(f"retry  {job.job_id[:8]}: {error} (attempt {attempt} failed)")
 
 
@@ -195,6 +205,9 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         "to_run": len(todo), "workers": [s.device for s in slots]}
     if options.dry_run:
         return {**summary, "dry_run": True, "todo": [j.job_id for j in todo]}
+    # Temp files of writers killed in an earlier run (kill -9, power loss): hidden, never under a
+    # final name, and no live process writes them (the lock, or the job's own shard).
+    remove_partial_writes(final_paths(out, todo))
     # Shards never open index.sqlite: they run at once, often on NFS, where SQLite's WAL fails.
     with _NoIndex() if sharded else ResultsIndex(out) as index:
         if not sharded:
@@ -213,12 +226,19 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         scheduler = Executor(slots, out, options.cache_dir,
                               retries=manifest.retries if options.retries is None else options.retries,
                               timeout=options.timeout if options.timeout is not None else manifest.timeout,
-                              flags=flags)
+                              flags=flags, **_speed_options(options, Executor))
         with display, _interrupts(flags, options.now, display):
             counts = scheduler.run(todo, listener)
     interrupted = flags.stop or flags.abort
     return {**summary, **counts, "interrupted": interrupted,
             "views": [] if sharded else write_views(manifest, display)}
+
+
+def _speed_options(options: RunOptions, executor: type) -> dict[str, Any]:
+    """Batching and precision apply to the local executor's workers (docs/performance.md)."""
+    if executor is not Scheduler:
+        return {}
+    return {"batch_size": options.batch_size, "precision": options.precision, "compile": options.compile}
 
 
 def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[str]:

@@ -138,6 +138,9 @@ def run(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
     executor: Annotated[str, typer.Option(help="local (worker processes on this machine) | ray (Ray actors on a cluster; docs/cluster.md).")] = "local",
     address: Annotated[Optional[str], typer.Option(help="With --executor ray: auto (join the running cluster) | HOST:PORT [default: start a local Ray].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Jobs optimized together in one batch [default: auto: 1 on CPU, what fits on a GPU].")] = None,
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network in each worker.")] = False,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
     from .batch import RunOptions, run_manifest
@@ -147,11 +150,16 @@ def run(
         raise typer.BadParameter("--workers must be at least 1")
     if executor not in ("local", "ray"):
         raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
+    if batch_size is not None and batch_size < 1:
+        raise typer.BadParameter("--batch-size must be at least 1")
+    if precision not in ("auto", "fp32", "bf16"):
+        raise typer.BadParameter(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     if address is not None and executor != "ray":
         raise typer.BadParameter("--address needs --executor ray")
     options = RunOptions(devices=_devices(device), workers=workers, force=force, retry_failed=retry_failed,
                          dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now,
-                         executor=executor, address=address)
+                         executor=executor, address=address, batch_size=batch_size, precision=precision,
+                         compile=compile)
     summary = run_manifest(manifest, options, shard=_shard(shard))
     raise typer.Exit(finish_run(summary))
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import fnmatch
-import glob
 import json
 import multiprocessing
 import os
@@ -16,7 +15,7 @@ import signal
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -84,6 +83,20 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
     return tensor.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
+def image_shape(path: str | Path) -> tuple[int, int] | None:
+    """(H, W) as `read_image` would return it (EXIF rotation included), from the header only;
+    None when the file cannot be read (its job will fail with the real error when it runs)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                w, h = img.size
+                orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # any unreadable file: the worker reports it properly
+        return None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
 def _check_geometry(path: Path, size: tuple[int, int]) -> None:
     w, h = size
     if w * h > MAX_PIXELS:
@@ -141,12 +154,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def partial_writes(path: Path) -> list[Path]:
-    """Temp files that `atomic_write_bytes(path, ...)` calls killed before their replace left."""
-    try:
-        return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
-    except OSError:
-        return []
+def remove_partial_writes(paths: Iterable[Path]) -> int:
+    """Delete the temp files left by writes to `paths` that were killed before their replace.
+
+    They only ever have hidden names (`.<name>.<random>.tmp`), never a final one; one scan per
+    folder. Only call it when no live process can be writing those paths. Returns how many.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for path in paths:
+        wanted.setdefault(path.parent, set()).add(path.name)
+    removed = 0
+    for folder, names in wanted.items():
+        try:
+            with os.scandir(folder) as entries:
+                stale = [e.path for e in entries if e.name.startswith(".") and e.name.endswith(".tmp")
+                         and e.name[1:-4].rpartition(".")[0] in names]
+        except OSError:
+            continue
+        for tmp in stale:
+            try:
+                os.unlink(tmp)
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def _fault_disk_full(path: Path, fh: Any, data: bytes) -> None:

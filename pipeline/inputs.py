@@ -152,7 +152,7 @@ class InputChecker:
         if kind == "file":
             return self._one_image(path, pattern, role)
         if kind == "dir":
-            found = self._walk(target)
+            found = self._walk(path, target)
             if not found:
                 self.add(path, f"folder {show_value(pattern)} contains no image files",
                          hint="extensions: " + " ".join(IMAGE_EXTENSIONS))
@@ -166,9 +166,8 @@ class InputChecker:
         except (OSError, ValueError):
             hits = []
         root = resolve(self.base / pattern[:_MAGIC.search(pattern).start()].rpartition("/")[0])
-        found = sorted(p for p in {resolve(self.base / hit) for hit in hits}
-                       if p is not None and _is_image(p) and file_kind(p) == "file"
-                       and not self._skipped_output(root, p))
+        found = sorted({p for p in (self._candidate(path, self.base / hit, root) for hit in sorted(hits)
+                                    if _is_image(hit)) if p is not None})
         if not found:
             self.add(path, f"{show_value(pattern)} matched no image files", hint=PATH_HINT)
         return found[:MAX_JOBS + 1]
@@ -179,16 +178,36 @@ class InputChecker:
         return (out is not None and root is not None and path.is_relative_to(out)
                 and not root.is_relative_to(out))
 
-    def _walk(self, folder: Path) -> list[Path]:
+    def _candidate(self, path: tuple, entry: Path, root: Path | None) -> Path | None:
+        """`entry`, an image file a folder or glob matched, resolved; None if it cannot be an input.
+
+        A broken symlink or a file without read permission is reported rather than skipped:
+        silently, it would just be missing from the results.
+        """
+        target = resolve(entry)
+        if target is not None and self._skipped_output(root, target):
+            return None
+        if target is None or file_kind(target) != "file":
+            if entry.is_symlink() and not entry.exists():
+                self.add(path, f"broken symlink {self._label(entry)} (to {os.readlink(entry)}); "
+                               "restore its target or remove it")
+            return None
+        if not os.access(target, os.R_OK):
+            self.add(path, f"cannot read {self._label(entry)}: permission denied; fix its permissions "
+                           "or move it out of the folder")
+            return None
+        return target
+
+    def _walk(self, path: tuple, folder: Path) -> list[Path]:
         root = resolve(folder)
         found: list[Path] = []
         # Hidden files are skipped: macOS writes `._IMG.jpg` companions that are not images.
         for here, dirs, files in os.walk(folder):   # followlinks=False: no symlink cycles
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                p = resolve(Path(here, name)) if _is_image(name) and not name.startswith(".") else None
-                if p is not None and file_kind(p) == "file" and not self._skipped_output(root, p):
-                    found.append(p)
+            for name in sorted(files):
+                if _is_image(name) and not name.startswith("."):
+                    p = self._candidate(path, Path(here, name), root)
+                    found += [p] if p is not None else []
             if len(found) > MAX_JOBS:
                 break
         return sorted(found)
@@ -205,6 +224,8 @@ class InputChecker:
             self.add(path, f"{role} image not found: {value}", hint=PATH_HINT)
         elif not _is_image(target):
             self.add(path, f"not an image file: {value}", hint="extensions: " + " ".join(IMAGE_EXTENSIONS))
+        elif not os.access(target, os.R_OK):
+            self.add(path, f"cannot read {value}: permission denied; fix its permissions")
         else:
             resolved = resolve(target)
             return [resolved] if resolved else []

@@ -6,16 +6,16 @@ OOM killer taking the worker). The estimate counts what the optimization keeps a
 at the final (largest) stage:
 
 - the VGG activations autograd saves for the backward pass, up to the deepest layer used:
-  about 610 floats per output pixel up to conv5_1 (each conv and ReLU output; pooling
-  shrinks what follows by 4);
-- the backward pass's transient gradients (two of the widest activation, 64 channels);
+  about 670 floats per output pixel up to conv5_1 (each conv and ReLU output, each pooling
+  output and its argmax indices; pooling shrinks what follows by 4);
+- the backward pass's transient gradient of the widest activation (64 channels);
 - the image, its gradient and the normalized copy VGG reads;
 - the optimizer: L-BFGS keeps `min(steps, 100)` curvature pairs of two image-sized vectors
   (optimize.py's history size), Adam two moments;
 - Gram targets and the content targets (small), and a fixed slack for the allocator.
 
-Measured on CPU (peak RSS, sizes 256–512, Adam and L-BFGS) this is within 10% of the real
-peak. The network's weights are not counted: a worker has loaded them before it asks.
+Measured on CPU (peak RSS over the loaded network, sizes 128–512, Adam and L-BFGS) this is
+within 10% of the real peak. The network's weights are not counted: a worker has loaded them before it asks.
 `estimate_bytes` takes `batch` so automatic batch sizing can reuse it.
 """
 from __future__ import annotations
@@ -33,13 +33,13 @@ from .pixels import scaled_size
 
 FLOAT = 4                        # bytes: everything runs in float32
 LBFGS_HISTORY = 100              # torch.optim.LBFGS(history_size=100) in optimize.py
-SLACK = 256 * 2**20              # allocator fragmentation, workspaces, small tensors
+SLACK = 128 * 2**20              # allocator fragmentation, workspaces, small tensors
 _BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 GB = 1e9
 
 
 def _channels(name: str) -> int:
-    return _BLOCK_CHANNELS[int(name[4] if name.startswith("pool") else name[4]) - 1]
+    return _BLOCK_CHANNELS[int(name[4]) - 1]      # conv3_1, relu3_1, pool3: block 3
 
 
 def activation_floats(deepest: str) -> float:
@@ -63,7 +63,7 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
     pixels = h * w
     layers = [*params.content_layers, *params.style_layers]
     deepest = max(layers, key=LAYER_INDEX.__getitem__)
-    per_pixel = activation_floats(deepest) + 2 * 64 + 4 * 3
+    per_pixel = activation_floats(deepest) + 64 + 4 * 3
     if params.optimizer == "lbfgs":
         per_pixel += 2 * 3 * min(params.stage_steps()[-1], LBFGS_HISTORY) + 4 * 3
     else:

@@ -1,24 +1,36 @@
-"""The optimization loop: objective, L-BFGS or Adam, coarse-to-fine stages (pure core).
+"""The optimization loop: several jobs in one batch, L-BFGS or Adam, coarse-to-fine stages.
 
-Nothing here reads files, prints or resizes with PIL. Progress leaves through a callback that
-receives a small `Progress` value; style targets arrive through a function of the stage size,
-so the caller decides whether they come from a cache or a fresh forward pass.
+Pure core: nothing here reads files, prints or resizes with PIL. Style targets arrive through
+a function of the stage size (the caller decides whether they come from a cache), progress
+leaves through a callback receiving a small `Progress` value.
+
+A batch holds jobs whose images have the same shape at every stage. Each job keeps its own
+targets, weights, step budget and optimizer history; a job that reaches its budget (or
+converges) leaves the batch and is finalized at once. The loop never waits for the device:
+losses are read back only when a progress report is due (`progress_every` seconds), when a
+convergence check is due, and when a job finishes.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Sequence
 
 import torch
 
-from . import losses, pixels
+from . import pixels
 from .errors import NSTError
 from .features import VGGFeatures
+from .lbfgs import BatchAdam, BatchLBFGS
+from .objective import Objective, StyleTargets, style_grams
 from .params import Params
 
-StyleTargets = Mapping[str, torch.Tensor]          # layer -> Gram (1, C, C)
 StyleTargetsFn = Callable[[int], StyleTargets]     # stage long side -> targets
+CONVERGENCE_WINDOW = 25    # evaluations between convergence checks (when tol > 0)
+LBFGS_HISTORY = 100
+
+__all__ = ["Progress", "Result", "JobInput", "Precision", "DivergedError", "Objective", "stylize",
+           "stylize_batch", "style_grams", "plan_stages", "initial_image"]
 
 
 @dataclass(frozen=True)
@@ -27,51 +39,49 @@ class Progress:
     total: int                # evaluation budget, all stages
     stage: int                # 0-based coarse-to-fine stage
     stages: int
-    losses: dict[str, float]  # total, content, style, tv of the last evaluation
+    losses: dict[str, float]  # total, content, style (, tv) of the last evaluation
     elapsed: float            # seconds since the start
 
 
 @dataclass
 class Result:
     image: torch.Tensor                      # (1, 3, H, W) RGB in [0, 1]
-    losses: dict[str, float]                 # of the final image at the final stage
+    losses: dict[str, float]                 # of the returned (clamped) image, final stage
     steps: int                               # objective evaluations performed
     history: list[float] = field(default_factory=list)   # total loss per evaluation
+
+
+@dataclass
+class JobInput:
+    content: torch.Tensor                    # (1, 3, H, W) RGB in [0, 1], any size
+    targets: StyleTargetsFn
+    params: Params
+    init: str | torch.Tensor | None = None   # None: params.init ("content" or "noise")
+    progress: Callable[[Progress], None] | None = None
+    finished: Callable[[Result | NSTError], None] | None = None   # called as soon as the job is done
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the network runs: bf16 autocast and channels_last pay off on CUDA only."""
+    bf16: bool = False
+    channels_last: bool = False
+
+    @staticmethod
+    def for_device(device: torch.device, mode: str = "auto") -> "Precision":
+        cuda = device.type == "cuda"
+        if mode == "fp32" or (mode == "auto" and not cuda):
+            return Precision(False, cuda)
+        return Precision(True, cuda)
 
 
 class DivergedError(NSTError):
     """The loss became NaN or infinite."""
 
 
-class Objective:
-    """Weighted content + style + TV loss of a batch of images against fixed targets."""
-
-    def __init__(self, feats: VGGFeatures, content_targets: Mapping[str, torch.Tensor],
-                 style_targets: StyleTargets, params: Params):
-        self.feats = feats
-        self.content_targets = dict(content_targets)
-        self.style_targets = dict(style_targets)
-        self.params = params
-        weights = params.style_layer_weights or (1.0,) * len(params.style_layers)
-        total = sum(weights)
-        self.layer_weights = {name: w / total for name, w in zip(params.style_layers, weights)}
-        self.layers = list(dict.fromkeys([*params.content_layers, *params.style_layers]))
-
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """images (B, 3, H, W) -> total loss (B,) and its parts, each (B,)."""
-        p = self.params
-        acts = self.feats(images, self.layers)
-        content = sum(losses.content_loss(acts[n], self.content_targets[n]) for n in p.content_layers)
-        content = content / len(p.content_layers)
-        style = sum(w * losses.style_layer_loss(losses.gram(acts[n]), self.style_targets[n])
-                    for n, w in self.layer_weights.items())
-        parts = {"content": content, "style": style}
-        total = p.content_weight * content + p.style_weight * style
-        if p.tv_weight > 0:
-            parts["tv"] = losses.tv_loss(images)
-            total = total + p.tv_weight * parts["tv"]
-        parts["total"] = total
-        return total, parts
+def plan_stages(params: Params, shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """(long side, evaluation budget) of each coarse-to-fine stage for a content of `shape`."""
+    return list(zip(params.stage_sizes(shape), params.stage_steps()))
 
 
 def initial_image(content: torch.Tensor, init: str | torch.Tensor, seed: int) -> torch.Tensor:
@@ -86,93 +96,189 @@ def initial_image(content: torch.Tensor, init: str | torch.Tensor, seed: int) ->
     raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
 
 
-def _run_stage(objective: Objective, image: torch.Tensor, steps: int, params: Params,
-               on_eval: Callable[[dict[str, torch.Tensor]], None]) -> torch.Tensor:
-    image = image.detach().clone().requires_grad_(True)
-    if params.optimizer == "adam":
-        opt = torch.optim.Adam([image], lr=params.learning_rate)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            total, parts = objective(image)
-            total.sum().backward()
-            on_eval(parts)
-            opt.step()
-        return image.detach()
-    # L-BFGS without line search, one objective evaluation per iteration; the tolerances are
-    # disabled so the budget, not a scale-dependent threshold, decides when to stop.
-    opt = torch.optim.LBFGS([image], lr=params.learning_rate, max_iter=steps, max_eval=steps,
-                            tolerance_grad=-1.0, tolerance_change=-1.0, history_size=100)
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        total, parts = objective(image)
-        loss = total.sum()
-        loss.backward()
-        on_eval(parts)
-        return loss
-
-    opt.step(closure)
-    return image.detach()
-
-
 def stylize(feats: VGGFeatures, content: torch.Tensor, style_targets: StyleTargetsFn, params: Params,
             init: str | torch.Tensor | None = None,
             progress: Callable[[Progress], None] | None = None) -> Result:
-    """Stylize `content` (1, 3, H, W) RGB [0, 1]; the output long side is `params.size`.
+    """Stylize one content image (1, 3, H, W) RGB [0, 1]; the output long side is `params.size`.
 
     `style_targets(long_side)` returns the (blended) Gram targets for a stage whose output has
     that long side; under `preserve_color="luminance"` they must be built from grey style images
     (see `pixels.style_variant`).
     """
+    out = stylize_batch(feats, [JobInput(content, style_targets, params, init, progress)])[0]
+    if isinstance(out, NSTError):
+        raise out
+    return out
+
+
+class _Job:
+    """Book-keeping of one job inside a batch (host-side ints and lists only)."""
+
+    def __init__(self, spec: JobInput, stages: list[tuple[int, int]]):
+        self.spec, self.stages = spec, stages
+        self.total = sum(b for _, b in stages)
+        self.done = 0
+        self.left = 0                  # evaluations left in the current stage
+        self.image: torch.Tensor | None = None
+        self.history: list[torch.Tensor] = []   # 0-d loss tensors, read back once at the end
+        self.last_report = float("-inf")
+        self.window_loss: float | None = None
+        self.result: Result | NSTError | None = None
+
+    @property
+    def grey(self) -> bool:
+        return self.spec.params.preserve_color == "luminance"
+
+
+def stylize_batch(feats: VGGFeatures, specs: Sequence[JobInput], precision: Precision = Precision(),
+                  progress_every: float = 0.0) -> list[Result | NSTError]:
+    """Stylize several jobs in one batch; returns, per job, its Result or the error that ended it.
+
+    The jobs must agree on everything that shapes the batch: image shape at every stage,
+    optimizer and lr, layers. Weights, targets, seeds, colour mode and budgets may differ.
+    """
     start = time.perf_counter()
-    luminance_only = params.preserve_color == "luminance"
-    sizes, budgets = params.stage_sizes(tuple(content.shape[-2:])), params.stage_steps()
-    total_steps, done = sum(budgets), 0
-    history: list[float] = []
-    image: torch.Tensor | None = None
-    for stage, (long_side, budget) in enumerate(zip(sizes, budgets)):
-        target = pixels.resize_long_side(content, long_side)
-        if luminance_only:
-            target = pixels.grey(target)
-        with torch.no_grad():
-            content_acts = feats(target, params.content_layers)
-        objective = Objective(feats, {k: v.detach() for k, v in content_acts.items()},
-                              style_targets(long_side), params)
-        if image is None:
-            start_from = init if init is not None else params.init
-            if luminance_only and isinstance(start_from, torch.Tensor):
-                start_from = pixels.grey(start_from)
-            image = initial_image(target, start_from, params.seed)
+    jobs = [_Job(s, plan_stages(s.params, tuple(s.content.shape[-2:]))) for s in specs]
+    first = jobs[0]
+    for job in jobs[1:]:
+        if [s for s, _ in job.stages] != [s for s, _ in first.stages] or \
+                job.spec.content.shape[-2:] != first.spec.content.shape[-2:]:
+            raise ValueError("jobs of one batch must have the same image shape at every stage")
+    for k, (long_side, _) in enumerate(first.stages):
+        active = [j for j in jobs if j.result is None]
+        if not active:
+            break
+        for j in active:
+            j.left = j.stages[k][1]
+        _run_stage(feats, active, k, long_side, precision, progress_every, start)
+    return [j.result for j in jobs]  # type: ignore[misc]
+
+
+def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int, precision: Precision,
+               progress_every: float, start: float) -> None:
+    p0 = jobs[0].spec.params
+    device_type = jobs[0].spec.content.device.type
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision.bf16)
+    content = []
+    for j in jobs:
+        c = pixels.resize_long_side(j.spec.content, long_side)
+        content.append(pixels.grey(c) if j.grey else c)
+    content_batch = torch.cat(content)
+    n, _, h, w = content_batch.shape
+    with torch.no_grad(), autocast:
+        content_targets = feats(_layout(content_batch, precision), p0.content_layers)
+    objective = Objective(feats, content_targets, [j.spec.targets(long_side) for j in jobs],
+                          [j.spec.params for j in jobs])
+    starts = []
+    for j, c in zip(jobs, content):
+        if stage == 0:
+            init = j.spec.init if j.spec.init is not None else j.spec.params.init
+            if j.grey and isinstance(init, torch.Tensor):
+                init = pixels.grey(init)
+            starts.append(initial_image(c, init, j.spec.params.seed))
         else:
             # Coarse-to-fine: the next stage starts from the upsampled previous result.
-            image = pixels.resize(image.clamp(0, 1), tuple(target.shape[-2:]))
+            starts.append(pixels.resize(j.image.clamp(0, 1), (h, w)))
+    x = torch.cat(starts).reshape(n, -1).float().contiguous()
+    kind = BatchLBFGS if p0.optimizer == "lbfgs" else BatchAdam
+    opt = kind(n, x.shape[1], lr=p0.learning_rate, device=x.device,
+               **({"history": LBFGS_HISTORY} if kind is BatchLBFGS else {}))
+    last_stage = stage == len(jobs[0].stages) - 1
+    while jobs:
+        xg = x.detach().requires_grad_(True)
+        with autocast:
+            total, parts = objective(_layout(xg.view(n, 3, h, w), precision))
+        total.sum().backward()
+        losses = {k: v.detach() for k, v in parts.items()}
+        for i, j in enumerate(jobs):
+            j.done += 1
+            j.left -= 1
+            j.history.append(losses["total"][i])
+        now = time.perf_counter()
+        report = [i for i, j in enumerate(jobs) if j.spec.progress is not None
+                  and (j.left == 0 or now - j.last_report >= progress_every)]
+        _check_convergence(jobs, losses["total"])
+        leaving = {i for i, j in enumerate(jobs) if j.left <= 0}
+        if report:
+            host = {k: v.float().cpu().tolist() for k, v in losses.items()}   # the one sync
+            for i in report:
+                j = jobs[i]
+                j.last_report = now
+                if not _finite(host["total"][i]):
+                    _fail(j, DivergedError(f"the loss diverged at step {j.done} (got {host['total'][i]}); "
+                                           "lower lr or the loss weights"))
+                    leaving.add(i)
+                    continue
+                j.spec.progress(Progress(j.done, j.total, stage, len(j.stages),
+                                         {k: v[i] for k, v in host.items()}, now - start))
+        for i in leaving:
+            jobs[i].image = x[i:i + 1].detach().view(1, 3, h, w).clone()
+        if len(leaving) < len(jobs):
+            opt.step(x, xg.grad)
+        if leaving:
+            keep = [i for i in range(len(jobs)) if i not in leaving]
+            gone = [jobs[i] for i in sorted(leaving)]
+            if last_stage:
+                _finalize(feats, gone, objective.keep(torch.tensor(sorted(leaving), device=x.device)),
+                          precision)
+            index = torch.tensor(keep, device=x.device, dtype=torch.long)
+            x = x[index].contiguous()
+            opt.keep(index)
+            objective = objective.keep(index)
+            jobs = [jobs[i] for i in keep]
+            n = len(jobs)
 
-        def on_eval(parts: dict[str, torch.Tensor], stage: int = stage) -> None:
-            nonlocal done
-            done += 1
-            last = {k: float(v.detach().sum()) for k, v in parts.items()}
-            if not torch.isfinite(torch.tensor(last["total"])):
-                raise DivergedError(f"the loss diverged at step {done} (got {last['total']}); lower "
-                                    "lr or the loss weights")
-            history.append(last["total"])
-            if progress is not None:
-                progress(Progress(done, total_steps, stage, len(sizes), dict(last),
-                                  time.perf_counter() - start))
 
-        image = _run_stage(objective, image, budget, params, on_eval)
-    assert image is not None
-    image = image.clamp(0.0, 1.0)
-    # Report the losses of the image we return (the last evaluation saw the one before the last
-    # update, and saw it unclamped): one extra forward pass, not counted as a step.
+def _check_convergence(jobs: list[_Job], totals: torch.Tensor) -> None:
+    """End a job's stage when its loss improved by less than `tol` over the last window."""
+    due = [i for i, j in enumerate(jobs) if j.spec.params.tol > 0 and j.done % CONVERGENCE_WINDOW == 0]
+    if not due:
+        return
+    now = totals.float().cpu().tolist()
+    for i in due:
+        j = jobs[i]
+        before = j.window_loss
+        j.window_loss = now[i]
+        if before is not None and before - now[i] < j.spec.params.tol * abs(before):
+            j.left = 0
+
+
+def _finalize(feats: VGGFeatures, jobs: list[_Job], objective: Objective, precision: Precision) -> None:
+    """Clamp, measure the final losses of the returned images, restore colour, hand back."""
+    if all(j.result is not None for j in jobs):
+        return
+    images = torch.cat([j.image for j in jobs]).clamp(0.0, 1.0)
+    # Report the losses of the image we return (the last evaluation saw it unclamped): one
+    # extra forward pass, not counted as a step, in fp32 so results compare across precisions.
     with torch.no_grad():
-        final = {k: float(v.sum()) for k, v in objective(image)[1].items()}
-    if luminance_only:
-        image = pixels.combine_luminance(image, pixels.resize(content, tuple(image.shape[-2:])))
-    return Result(image=image, losses=final, steps=done, history=history)
+        _, parts = objective(_layout(images, precision))
+    host = {k: v.float().cpu().tolist() for k, v in parts.items()}
+    for i, j in enumerate(jobs):
+        if j.result is not None:
+            continue
+        history = torch.stack(j.history).float().cpu().tolist()
+        bad = next((k for k, v in enumerate(history) if not _finite(v)), None)
+        if bad is not None or not _finite(host["total"][i]):
+            step, value = (bad + 1, history[bad]) if bad is not None else (j.done, host["total"][i])
+            _fail(j, DivergedError(f"the loss diverged at step {step} (got {value}); lower lr or the loss weights"))
+            continue
+        image = images[i:i + 1]
+        if j.grey:
+            image = pixels.combine_luminance(image, pixels.resize(j.spec.content, tuple(image.shape[-2:])))
+        j.result = Result(image=image, losses={k: v[i] for k, v in host.items()}, steps=j.done, history=history)
+        if j.spec.finished is not None:
+            j.spec.finished(j.result)
 
 
-def style_grams(feats: VGGFeatures, style: torch.Tensor, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Gram targets (1, C, C) of one style image at the size it is given."""
-    with torch.no_grad():
-        acts = feats(style, layers)
-    return {name: losses.gram(acts[name]) for name in layers}
+def _fail(job: _Job, error: NSTError) -> None:
+    job.result = error
+    if job.spec.finished is not None:
+        job.spec.finished(error)
+
+
+def _finite(value: float) -> bool:
+    return value == value and abs(value) != float("inf")
+
+
+def _layout(images: torch.Tensor, precision: Precision) -> torch.Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if precision.channels_last else images

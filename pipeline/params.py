@@ -44,6 +44,8 @@ class Params:
     pooling: str = "max"               # max | avg
     style_scale: float = 1.0           # style image long side relative to the output's
     multiscale: int = 1                # coarse-to-fine stages (1: single scale)
+    tol: float = 0.0                   # end a stage early when the loss improves by less than
+                                       # this fraction over 25 evaluations (0: use every step)
     format: str = "png"                # png | jpeg
     quality: int = 95                  # JPEG quality
 
@@ -132,7 +134,7 @@ def _check_one(key: str, value: Any) -> str | None:
                      "quality": (1, 100), "seed": (0, 2**63 - 1)}[key]
         if not low <= value <= high:
             return f"must be between {low} and {high}, got {value}"
-    elif key in ("content_weight", "style_weight", "tv_weight", "style_scale", "lr"):
+    elif key in ("content_weight", "style_weight", "tv_weight", "style_scale", "lr", "tol"):
         if value is None and key == "lr":
             return None
         if not _is_number(value):
@@ -177,7 +179,7 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
     for key in ("content_layers", "style_layers", "style_layer_weights"):
         if merged[key] is not None:
             merged[key] = tuple(merged[key])
-    for key in ("content_weight", "style_weight", "tv_weight", "style_scale"):
+    for key in ("content_weight", "style_weight", "tv_weight", "style_scale", "tol"):
         merged[key] = float(merged[key])
     if merged["lr"] is not None:
         merged["lr"] = float(merged["lr"])

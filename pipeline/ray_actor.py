@@ -82,7 +82,7 @@ class RayWorker:
         fault = os.environ.get(FAULT_KILL_ONCE)
 
         def progress(p: Any) -> None:
-            if fault and p.step == 2 and not os.path.exists(fault):
+            if fault and p.step >= 2 and not os.path.exists(fault):
                 Path(fault).touch()   # test-only: die mid-job once, like worker_process does
                 os.kill(os.getpid(), signal.SIGKILL)
             self.state = (job.job_id, p.step, p.total, p.losses["total"])

@@ -10,6 +10,7 @@ and StopFlags (Ctrl-C) stop dispatching or abort. Ray is imported lazily: it is 
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -21,7 +22,7 @@ from typing import Any
 from .cache import default_cache_dir
 from .errors import DeviceError, InputError, NSTError, OutputError
 from .imaging import atomic_write_bytes
-from .jobs import Job, content_sha256
+from .jobs import Job
 from .ray_actor import RayWorker, job_inputs
 from .scheduler import Listener, Slot, StopFlags, plan_slots
 from .worker import safe_join, write_sidecar
@@ -55,14 +56,16 @@ def _connect(address: str | None) -> Any:
     if ray.is_initialized():
         return ray
     kwargs: dict[str, Any] = {"logging_level": "warning"}
+    target = address
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        kwargs["include_dashboard"] = False   # only a new local instance takes this option
+        # "local": a private instance for this run, even where `ray start` left one running.
+        target, kwargs["include_dashboard"] = "local", False
     try:
-        ray.init(address=address, **kwargs)
+        ray.init(address=target, **kwargs)
         _started_here = True
     except (ConnectionError, RuntimeError, ValueError) as err:
         where = f"at {address}" if address else "(local)"
-        raise ExecutorError(f"cannot start or reach the Ray cluster {where}: {_first_line(err)}; start "
+        raise ExecutorError(f"cannot start or reach the Ray cluster {where}: {_first_line(err).rstrip('.')}; start "
                             "one with `ray start --head`, or leave out --address for a local one") from None
     return ray
 
@@ -128,12 +131,11 @@ class _Inputs:
         out = {}
         for path in job_inputs(job):
             if path not in self.refs:
-                sha = content_sha256(path)   # InputError naming the file when it is gone
                 try:
                     data = Path(path).read_bytes()
                 except OSError as err:
                     raise InputError(f"cannot read {path}: {err.strerror or err}") from None
-                self.refs[path] = (sha, self.ray.put(data))
+                self.refs[path] = (hashlib.sha256(data).hexdigest(), self.ray.put(data))
             out[path] = self.refs[path]
         return out
 
@@ -207,6 +209,7 @@ class RayScheduler:
             device = "cuda:0"
         else:
             options["num_cpus"] = max(1, a.slot.threads)
+        # The test-only fault hook reaches actors as it reaches local workers: from our environment.
         forwarded = {k: os.environ[k] for k in (FAULT_KILL_ONCE,) if k in os.environ}
         if forwarded:
             options["runtime_env"] = {"env_vars": forwarded}
@@ -222,7 +225,8 @@ class RayScheduler:
     def _shutdown(self, actors: list[_Actor]) -> None:
         live = [a for a in actors if a.handle is not None and a.ready and a.job is None]
         try:
-            self.ray.wait([a.handle.close.remote() for a in live], num_returns=len(live), timeout=10)
+            if live:
+                self.ray.wait([a.handle.close.remote() for a in live], num_returns=len(live), timeout=10)
         except Exception:  # cleanup of scratch folders is best effort; new actors sweep them too
             pass
         for a in actors:
@@ -272,7 +276,7 @@ class RayScheduler:
         except self.ray.exceptions.RayError as err:
             self._kill(a)
             a.startup_failures += 1
-            self.listener_message(f"ray actor {a.slot.index} ({a.slot.device}) failed to start: {_first_line(err)}")
+            self._message(f"ray actor {a.slot.index} ({a.slot.device}) failed to start: {_first_line(err)}")
             if a.startup_failures >= 3:
                 a.dead = True
                 if all(x.dead for x in actors):
@@ -339,7 +343,7 @@ class RayScheduler:
                 self.counts["respawned"] += 1
                 self._start(a)
 
-    def listener_message(self, text: str) -> None:
+    def _message(self, text: str) -> None:
         # The Listener protocol has no message channel; batch's listener carries the display.
         display = getattr(getattr(self.listener, "display", None), "message", None)
         (display or print)(text)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 # Test-only fault hook: when set to a file path that does not exist yet, the worker creates it
-# and kills itself with SIGKILL at step 2 of its job, once, to prove recovery from a dead worker.
+# and kills itself with SIGKILL at its first progress report from step 2 on, once, to prove
+# recovery from a dead worker.
 FAULT_KILL_ONCE = "NST_BATCH_FAULT_KILL_ONCE"
-PROGRESS_EVERY = 0.5  # seconds between progress messages
 
 
 class ParentGone(Exception):
@@ -24,18 +24,19 @@ class ParentGone(Exception):
 
 
 def worker_main(index: int, device: str, cache_dir: str | None, threads: int,
-                tasks: Any, results: Any, parent_pid: int) -> None:
+                tasks: Any, results: Any, parent_pid: int, options: dict[str, Any] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
     from .cache import StyleTargetCache
     from .errors import NSTError
-    from .worker import JobRunner, failure_record, iso_time, resolve_device, safe_join
+    from .worker import JobRunner, Task, failure_record, now_iso, resolve_device, safe_join
 
     if threads:
         torch.set_num_threads(threads)
-    runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir))
+    runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir), **(options or {}))
     results.put(("ready", index, None, None))
+    fault = os.environ.get(FAULT_KILL_ONCE)
     while True:
         try:
             message = tasks.get(timeout=1.0)
@@ -45,36 +46,50 @@ def worker_main(index: int, device: str, cache_dir: str | None, threads: int,
             continue
         if message is None:
             return
-        job, output_dir, attempt = message
-        last = [0.0]
-        fault = os.environ.get(FAULT_KILL_ONCE)
+        group, output_dir, attempts = message
+        root = Path(output_dir)
+        reported: set[str] = set()
+        began: dict[str, tuple[str, float]] = {}
 
-        def progress(p, job=job) -> None:
-            if fault and p.step == 2 and not os.path.exists(fault):
-                Path(fault).touch()
-                os.kill(os.getpid(), signal.SIGKILL)
-            now = time.monotonic()
-            if now - last[0] >= PROGRESS_EVERY or p.step == p.total:
-                last[0] = now
+        def progress_for(job):
+            def progress(p) -> None:
+                if fault and p.step >= 2 and not os.path.exists(fault):
+                    Path(fault).touch()
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if os.getppid() != parent_pid:
                     raise ParentGone()
                 results.put(("progress", index, job.job_id, (p.step, p.total, p.losses["total"])))
+            return progress
 
-        started, t0 = time.time(), time.perf_counter()
+        def started(task) -> None:
+            began[task.job.job_id] = (now_iso(), time.perf_counter())
+            results.put(("started", index, task.job.job_id, None))
+
+        def report(task, outcome) -> None:
+            job = task.job
+            reported.add(job.job_id)
+            if isinstance(outcome, NSTError):
+                when, t0 = began.get(job.job_id, (now_iso(), time.perf_counter()))
+                outcome = failure_record(job, outcome, str(runner.device), when, time.perf_counter() - t0)
+                outcome["attempts"] = attempts[job.job_id]
+                results.put(("failed", index, job.job_id, outcome))
+            else:
+                results.put(("done", index, job.job_id, outcome))
+
         try:
-            root = Path(output_dir)
-            record = runner.run(job, safe_join(root, job.output), safe_join(root, job.sidecar), progress,
-                                extra={"attempts": attempt})
-            results.put(("done", index, job.job_id, record))
+            tasks_ = [Task(job, safe_join(root, job.output), safe_join(root, job.sidecar), progress_for(job),
+                           {"attempts": attempts[job.job_id], "worker": index}) for job in group]
+            runner.run_batch(tasks_, report, started)
         except ParentGone:
             return
-        except NSTError as err:
-            record = failure_record(job, err, str(runner.device), iso_time(started), time.perf_counter() - t0)
-            results.put(("failed", index, job.job_id, record))
         except Exception as err:  # a bug or an unexpected library error: record it, keep serving
             detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
-            record = failure_record(job, f"{type(err).__name__}: {err}" if str(err) else detail,
-                                    str(runner.device), iso_time(started), time.perf_counter() - t0)
-            results.put(("failed", index, job.job_id, record))
-
-
+            # An NSTError (say, an output path that escapes the folder) is already one line for users.
+            message_text = str(err) if isinstance(err, NSTError) else (
+                f"{type(err).__name__}: {err}" if str(err) else detail)
+            for job in group:
+                if job.job_id not in reported:
+                    when, t0 = began.get(job.job_id, (now_iso(), time.perf_counter()))
+                    record = failure_record(job, message_text, str(runner.device), when, time.perf_counter() - t0)
+                    record["attempts"] = attempts[job.job_id]
+                    results.put(("failed", index, job.job_id, record))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_content, make_style
-from pipeline.batch import RunOptions, classify, plan_manifest, prepare, run_manifest, shard_of
+from pipeline.batch import RunOptions, classify, plan_manifest, prepare, run_manifest
 from pipeline.index import ResultsIndex, reindex
 
 pytestmark = pytest.mark.slow
@@ -111,9 +111,13 @@ def test_killed_worker_is_retried_and_unreadable_image_fails_alone(project, monk
     assert run_manifest(manifest, opts(retry_failed=True, workers=1))["failed"] == 1
 
 
-def test_shards_cover_every_job_once(project):
-    manifest = write_manifest(project, extra="grid: {seed: [0, 1, 2]}\n")
-    _, jobs = prepare(manifest)
-    parts = [[j for j in jobs if shard_of(j.job_id, 3) == i] for i in range(3)]
-    assert sorted(j.job_id for part in parts for j in part) == sorted(j.job_id for j in jobs)
-    assert len(jobs) == 12
+def test_compatible_jobs_share_a_batch(project):
+    manifest = write_manifest(project, styles="[styles/a.png, styles/b.png]",
+                              extra="grid: {style_weight: [10, 100]}\n")
+    summary = run_manifest(manifest, opts(workers=1, batch_size=4))
+    assert summary["done"] == 8
+    m, jobs = prepare(manifest)
+    rows = [json.loads((m.output / j.sidecar).read_text()) for j in jobs]
+    # Both photos have the same shape, so the one worker ran them four at a time.
+    assert sorted(r["batch_size"] for r in rows) == [4] * 8
+    assert all(r["status"] == "done" and r["steps"] == 4 for r in rows)

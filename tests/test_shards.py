@@ -71,3 +71,15 @@ def test_three_shards_run_every_job_once_and_reindex_merges_them(manifest, capsy
     assert sorted(r["params"]["seed"] for r in rows) == [0, 0, 1, 1, 2, 2]
     # A plain run afterwards finds everything done: shards and the full run agree on outputs.
     assert run_manifest(manifest, RunOptions(live=False))["to_run"] == 0
+
+
+@pytest.mark.parametrize("summary, code", [({"failed": 1}, 1), ({"interrupted": True}, 130)])
+def test_run_exit_code_reaches_the_shell(manifest, monkeypatch, summary, code):
+    # An array scheduler reads it: --dependency=afterok only follows shards that exited 0.
+    import pipeline.batch
+
+    base = {"output": "out", "jobs": 1, "skipped_done": 0, "kept_failed": 0, "done": 0, "failed": 0}
+    monkeypatch.setattr(pipeline.batch, "run_manifest", lambda *a, **k: {**base, **summary})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", str(manifest), "--shard", "0/3"])
+    assert exit_info.value.code == code

@@ -1,0 +1,21 @@
+"""Which jobs can share one GPU batch: the same image shape at every stage, the same network
+and optimizer settings. Weights, targets, seeds, colour modes and budgets may differ."""
+from __future__ import annotations
+
+from typing import Hashable
+
+from .jobs import Job
+from .pixels import scaled_size
+
+
+def batch_key(job: Job, content_shape: tuple[int, int] | None) -> Hashable:
+    """Jobs with equal keys can run in one batch; an unreadable content gets a key of its own."""
+    if content_shape is None:
+        return ("alone", job.job_id)
+    p = job.params
+    stages = tuple(scaled_size(*content_shape, side) for side in p.stage_sizes(content_shape))
+    # With several stages every job must switch stage together, so the per-stage budgets must
+    # agree; with one stage, jobs of different budgets simply leave the batch at different steps.
+    budgets = tuple(p.stage_steps()) if len(stages) > 1 else ()
+    return (stages, budgets, p.optimizer, p.learning_rate, p.weights, p.pooling,
+            tuple(p.content_layers), tuple(p.style_layers))

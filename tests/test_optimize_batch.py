@@ -1,0 +1,91 @@
+"""Several jobs in one batch mean the same as each job alone."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline import pixels
+from pipeline.imaging import read_image
+from pipeline.optimize import JobInput, Precision, stylize, stylize_batch
+from pipeline.params import params_from_mapping
+
+from conftest import make_content, make_style
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch-images")
+    contents = [read_image(make_content(root / f"c{i}.png", size=(48, 40), seed=i)) for i in range(3)]
+    styles = [read_image(make_style(root / f"s{i}.png", size=(40, 40), seed=i)) for i in range(2)]
+    return contents, styles
+
+
+def targets_for(feats, style, params):
+    from pipeline.objective import style_grams
+
+    return lambda side: style_grams(feats, pixels.resize_long_side(style, side), params.style_layers)
+
+
+def jobs(feats, images):
+    contents, styles = images
+    specs = [
+        (contents[0], styles[0], {"style_weight": 50.0}),
+        (contents[1], styles[1], {"style_weight": 200.0, "tv_weight": 1.0, "steps": 8}),
+        (contents[2], styles[0], {"content_weight": 2.0, "init": "noise", "seed": 3, "steps": 14}),
+    ]
+    out = []
+    for content, style, values in specs:
+        params = params_from_mapping({"size": 32, "steps": 12, **values})
+        out.append(JobInput(content, targets_for(feats, style, params), params))
+    return out
+
+
+@pytest.mark.slow
+def test_batch_matches_jobs_run_one_by_one(feats, images):
+    specs = jobs(feats, images)
+    finished = []
+    for spec in specs:
+        spec.finished = lambda result, spec=spec: finished.append(spec.params.steps)
+    together = stylize_batch(feats, specs)
+    # Jobs with smaller budgets left the batch first.
+    assert finished == [8, 12, 14]
+    for spec, batched in zip(specs, together):
+        alone = stylize(feats, spec.content, spec.targets, spec.params)
+        assert batched.steps == alone.steps == spec.params.steps
+        assert batched.losses["total"] == pytest.approx(alone.losses["total"], rel=1e-3)
+        # Batched convolutions sum in another order; L-BFGS amplifies the last bits a little.
+        assert (batched.image - alone.image).abs().mean() < 1e-3
+        assert batched.history[0] == pytest.approx(alone.history[0], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_multiscale_batch_and_bf16_autocast_run(feats, images):
+    contents, styles = images
+    params = params_from_mapping({"size": 32, "steps": 12, "multiscale": 2})
+    specs = [JobInput(c, targets_for(feats, styles[0], params), params) for c in contents[:2]]
+    fp32 = stylize_batch(feats, specs)
+    bf16 = stylize_batch(feats, specs, precision=Precision(bf16=True))
+    for a, b in zip(fp32, bf16):
+        assert a.steps == b.steps == 12 and a.image.shape == b.image.shape == (1, 3, 27, 32)
+        assert b.image.dtype == torch.float32
+        # bf16 convolutions, fp32 Gram and losses: both optimize the final stage, and their final
+        # losses (measured in fp32) are close.
+        for result in (a, b):
+            assert result.losses["total"] < result.history[6]   # first evaluation at full size
+        assert b.losses["total"] == pytest.approx(a.losses["total"], rel=0.3)
+
+
+def test_convergence_tolerance_ends_a_job_early(feats, images):
+    contents, styles = images
+    params = params_from_mapping({"size": 32, "steps": 200, "tol": 0.5})
+    result = stylize(feats, contents[0], targets_for(feats, styles[0], params), params)
+    assert result.steps % 25 == 0 and result.steps < 200
+
+
+def test_incompatible_shapes_are_refused(feats, images):
+    contents, styles = images
+    params = params_from_mapping({"size": 32, "steps": 2})
+    wide = torch.rand(1, 3, 20, 60)
+    with pytest.raises(ValueError, match="same image shape"):
+        stylize_batch(feats, [JobInput(contents[0], targets_for(feats, styles[0], params), params),
+                              JobInput(wide, targets_for(feats, styles[0], params), params)])
