@@ -4,7 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test test-faults clean
+PYTEST_ARGS ?=
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +21,13 @@ install: $(STAMP)
 run: install
 	$(PY) -m pipeline.demo
 
+# Everything, tests/faults included; extra pytest options: make test PYTEST_ARGS="-x -k cache".
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fault-injection and bad-input suite alone (docs/reliability.md).
+test-faults: install
+	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 clean:
 	rm -rf out .pytest_cache

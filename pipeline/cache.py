@@ -143,7 +143,8 @@ class StyleTargetCache:
                 meta = json.loads(fh.read(header_len)).get("__metadata__", {})
             valid = (meta.get("key") == key.digest() and set(grams) == set(key.layers)
                      and all(g.dim() == 3 and g.shape[1] == g.shape[2] and torch.isfinite(g).all()
-                             for g in grams.values()))
+                             for g in grams.values())
+                     and meta.get("sha256") == _checksum(grams))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             if not report:
                 return None
@@ -153,13 +154,14 @@ class StyleTargetCache:
         if not valid:
             if not report:
                 return None
-            log.warning("style-target cache entry %s does not match its key; recomputing", path)
+            log.warning("style-target cache entry %s does not match its key or checksum; recomputing", path)
             self.stats["corrupt"] += 1
             return None
         return grams
 
     def _write(self, path: Path, key: TargetKey, grams: dict[str, torch.Tensor]) -> None:
-        meta = {"key": key.digest(), "description": json.dumps(key.__dict__, default=list)}
+        meta = {"key": key.digest(), "description": json.dumps(key.__dict__, default=list),
+                "sha256": _checksum(grams)}
         try:
             atomic_write_bytes(path, save(grams, metadata=meta))
         except OSError as err:
@@ -171,3 +173,13 @@ class StyleTargetCache:
             log.warning("style-target cache %s is not writable (%s); targets are computed but not "
                         "cached (set --cache-dir or %s to a writable folder)", self.root, err, ENV_VAR)
             self._warned_readonly = True
+
+
+def _checksum(grams: dict[str, torch.Tensor]) -> str:
+    """sha256 of the Gram values: a flipped bit on disk would otherwise pass every shape check
+    and silently steer every job that uses the entry."""
+    digest = hashlib.sha256()
+    for name in sorted(grams):
+        digest.update(name.encode())
+        digest.update(grams[name].detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

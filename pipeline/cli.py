@@ -65,6 +65,7 @@ def stylize(
     style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated blend weight per style image [default: equal].")] = None,
     style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output [default: {D.style_scale:g}].")] = None,
     multiscale: Annotated[Optional[int], typer.Option(help=f"Coarse-to-fine stages, each twice the last [default: {D.multiscale}].")] = None,
+    tol: Annotated[Optional[float], typer.Option(help=f"End a stage early when the loss improves by less than this fraction over 25 evaluations; 0 never [default: {D.tol:g}].")] = None,
     quality: Annotated[Optional[int], typer.Option(help=f"JPEG quality [default: {D.quality}].")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
@@ -80,6 +81,7 @@ def stylize(
         "style_layer_weights": _csv(style_layer_weights, float), "optimizer": optimizer, "lr": lr,
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
         "pooling": pooling, "style_scale": style_scale, "multiscale": multiscale, "quality": quality,
+        "tol": tol,
     }
     stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
                 blend=_csv(style_blend, float), device=device, cache_dir=cache_dir,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -151,7 +152,9 @@ def _file_state(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     else:
         try:
             # Refuses any pickle that would construct objects or run code.
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():   # torch warns about odd pickles it then refuses:
+                warnings.simplefilter("ignore")   # the refusal below is the one line users see
+                raw = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise WeightsError(f"refusing to load {path}: not a plain tensor state dict ({first[:160]}); "

@@ -98,11 +98,15 @@ def _dotted(path: tuple) -> str:
     return out
 
 
+_LINE_BREAKS = re.compile("[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def _format(path: tuple, message: str, line: int | None, hint: str | None) -> str:
     notes = ([f"line {line}"] if line else []) + ([hint] if hint else [])
     where = _dotted(path)
     text = (f"{where}: " if where else "") + message + (f" ({'; '.join(notes)})" if notes else "")
-    return text.replace("\r", "\\r").replace("\n", "\\n")   # one problem, one line
+    # One problem, one line: escape every character str.splitlines() (and a terminal) breaks on.
+    return _LINE_BREAKS.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class Report:

@@ -8,15 +8,15 @@ at the final (largest) stage:
 - the VGG activations autograd saves for the backward pass, up to the deepest layer used:
   about 670 floats per output pixel up to conv5_1 (each conv and ReLU output, each pooling
   output and its argmax indices; pooling shrinks what follows by 4);
-- the backward pass's transient gradient of the widest activation (64 channels);
 - the image, its gradient and the normalized copy VGG reads;
-- the optimizer: L-BFGS keeps `min(steps, 100)` curvature pairs of two image-sized vectors
-  (optimize.py's history size), Adam two moments;
+- the optimizer: L-BFGS allocates its whole history up front, `LBFGS_HISTORY` curvature
+  pairs of two image-sized vectors (optimize.py), Adam two moments;
 - Gram targets and the content targets (small), and a fixed slack for the allocator.
 
-Measured on CPU (peak RSS over the loaded network, sizes 128–512, Adam and L-BFGS) this is
-within 10% of the real peak. The network's weights are not counted: a worker has loaded them before it asks.
-`estimate_bytes` takes `batch` so automatic batch sizing can reuse it.
+Measured on CPU (peak RSS above the loaded network, 256 and 512 px, Adam and L-BFGS, float32)
+the estimate is 5–40% above the real peak, never below; the excess is mostly the fixed slack,
+so it shrinks as sizes grow. The network's weights are not counted: a worker has loaded them
+before it asks. `estimate_bytes` takes `batch` so batch sizing can reuse it.
 """
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ import torch
 
 from .errors import DeviceError
 from .features import LAYER_INDEX, LAYER_NAMES
+from .optimize import LBFGS_HISTORY
 from .params import Params
 from .pixels import scaled_size
 
 FLOAT = 4                        # bytes: everything runs in float32
-LBFGS_HISTORY = 100              # torch.optim.LBFGS(history_size=100) in optimize.py
-SLACK = 128 * 2**20              # allocator fragmentation, workspaces, small tensors
+SLACK = 64 * 2**20               # allocator fragmentation, workspaces, small tensors
 _BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 GB = 1e9
 
@@ -54,18 +54,21 @@ def activation_floats(deepest: str) -> float:
     return total
 
 
-def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int = 1) -> int:
+def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int = 1,
+                   bf16: bool = False) -> int:
     """Peak bytes to stylize `batch` images of a content image's `shape` (h, w) with `params`.
 
-    Only the aspect ratio of `shape` matters: the output's long side is `params.size`.
+    Only the aspect ratio of `shape` matters: the output's long side is `params.size`. With
+    `bf16` (autocast on CUDA) the network's activations take two bytes each; the image, its
+    gradient and the optimizer's state stay float32.
     """
     h, w = scaled_size(*shape, params.size)
     pixels = h * w
     layers = [*params.content_layers, *params.style_layers]
     deepest = max(layers, key=LAYER_INDEX.__getitem__)
-    per_pixel = activation_floats(deepest) + 64 + 4 * 3
+    per_pixel = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3
     if params.optimizer == "lbfgs":
-        per_pixel += 2 * 3 * min(params.stage_steps()[-1], LBFGS_HISTORY) + 4 * 3
+        per_pixel += 2 * 3 * LBFGS_HISTORY + 4 * 3
     else:
         per_pixel += 3 * 3
     per_pixel += sum(_channels(n) / 4.0 ** _pools_before(n) for n in params.content_layers)
@@ -126,29 +129,31 @@ def _cgroup_available() -> int | None:
     return None
 
 
-def largest_size(params: Params, shape: tuple[int, int], free: int, batch: int = 1) -> int | None:
+def largest_size(params: Params, shape: tuple[int, int], free: int, batch: int = 1,
+                 bf16: bool = False) -> int | None:
     """The largest long side (a multiple of 16, at least 16) whose estimate fits in `free` bytes."""
-    if estimate_bytes(params.replace(size=16), shape, batch) > free:
+    if estimate_bytes(params.replace(size=16), shape, batch, bf16) > free:
         return None
     low, high = 16, max(16, params.size)
     while low < high:            # the estimate grows with size: bisect for the last that fits
         mid = (low + high + 1) // 2
-        if estimate_bytes(params.replace(size=mid), shape, batch) <= free:
+        if estimate_bytes(params.replace(size=mid), shape, batch, bf16) <= free:
             low = mid
         else:
             high = mid - 1
     return max(16, low // 16 * 16)
 
 
-def check_fits(params: Params, shape: tuple[int, int], device: torch.device | str, batch: int = 1) -> None:
+def check_fits(params: Params, shape: tuple[int, int], device: torch.device | str, batch: int = 1,
+               bf16: bool = False) -> None:
     """Raise DeviceError naming the largest size that fits when the job cannot fit on `device`."""
     free = free_bytes(device)
     if free is None:
         return
-    need = estimate_bytes(params, shape, batch)
+    need = estimate_bytes(params, shape, batch, bf16)
     if need <= free:
         return
-    best = largest_size(params, shape, free, batch)
+    best = largest_size(params, shape, free, batch, bf16)
     fits = (f"the largest that fits is about {best} px; lower size" if best is not None else
             "not even size 16 fits; free memory or use another device")
     if batch > 1:

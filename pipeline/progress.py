@@ -64,8 +64,10 @@ class RunDisplay:
             self.live.update(self._render())
         elif time.time() - self._last_plain >= PLAIN_EVERY:
             self._last_plain = time.time()
+            busy = "; ".join(f"w{i}: {text}" for i, text in self.workers.items() if text != "idle")
             self.console.print(f"[{time.time() - self.started:7.0f}s] done {self.done} · failed "
-                               f"{self.failed} · remaining {remaining} of {self.total}", highlight=False)
+                               f"{self.failed} · remaining {remaining} of {self.total}"
+                               + (f" | {busy}" if busy else ""), highlight=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)

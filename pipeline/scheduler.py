@@ -99,6 +99,8 @@ class Scheduler:
                     break
                 if not self.flags.stop:
                     for w in workers:
+                        if w.process is None and not w.dead and pending:
+                            self._start(ctx, w, results)      # parked after a kill with nothing to do
                         if w.ready and not w.jobs and pending:
                             self._dispatch(w, self._take_group(pending, w.slot, keys), attempts, listener)
                 elif not any(w.jobs for w in workers):
@@ -247,6 +249,9 @@ class Scheduler:
                         continue
                 if w.ready:
                     w.startup_failures = 0
+                if not pending:
+                    w.process, w.ready = None, False   # nothing to do: start it again only if needed
+                    continue
                 self._start(ctx, w, results)
 
     def _kill(self, w: WorkerState) -> None:

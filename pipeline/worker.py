@@ -154,7 +154,8 @@ class JobRunner:
         job, p = task.job, task.job.params
         feats = self.features(p.weights, p.pooling)
         content = imaging.read_image(job.content, long_side_hint=p.size).to(self.device)
-        memory.check_fits(p, tuple(content.shape[-2:]), self.device)   # a clear refusal, not an OOM
+        # A clear refusal naming the size that fits, not an out-of-memory error mid-job.
+        memory.check_fits(p, tuple(content.shape[-2:]), self.device, bf16=self.precision.bf16)
         init = None
         if p.init not in ("content", "noise"):
             init = imaging.read_image(p.init, long_side_hint=p.size).to(self.device)

@@ -77,8 +77,16 @@ def worker_main(index: int, device: str, cache_dir: str | None, threads: int,
                 results.put(("done", index, job.job_id, outcome))
 
         try:
-            tasks_ = [Task(job, safe_join(root, job.output), safe_join(root, job.sidecar), progress_for(job),
-                           {"attempts": attempts[job.job_id], "worker": index}) for job in group]
+            tasks_ = []
+            for job in group:
+                task = Task(job, root / job.output, None, progress_for(job),
+                            {"attempts": attempts[job.job_id], "worker": index})
+                try:   # a bad output path fails its own job, not its batch-mates
+                    task.image_path, task.sidecar_path = safe_join(root, job.output), safe_join(root, job.sidecar)
+                except NSTError as err:
+                    report(task, err)
+                    continue
+                tasks_.append(task)
             runner.run_batch(tasks_, report, started)
         except ParentGone:
             return

@@ -168,8 +168,9 @@ def test_broken_symlinks_and_folders_named_as_images_are_refused_at_validation(t
                       "restore its target or remove it (line 3)\n")
     manifest.write_text("version: 1\noutput: out\npairs:\n  - {content: photos/dir.jpg, style: s.png}\n")
     code, stdout, stderr = validate(manifest)
-    assert code == 2 and stderr == (f"error: {manifest}: 1 problem(s)\n"
-                                    "  pairs[0].content: photos/dir.jpg is a folder; name one image file here (line 4)\n")
+    assert code == 2 and stderr == (
+        f"error: {manifest}: 1 problem(s)\n"
+        "  pairs[0].content: photos/dir.jpg is a folder; name one image file here (line 4)\n")
 
 
 @pytest.mark.slow

@@ -63,7 +63,7 @@ def test_second_run_is_refused_then_kill9_of_the_parent_then_the_same_command_fi
 
 
 def test_ctrl_c_once_finishes_running_jobs_twice_stops_them_and_a_rerun_finishes(tmp_path):
-    manifest = make_project(tmp_path, contents=2, styles=2, steps=30)   # 4 jobs, seconds each
+    manifest = make_project(tmp_path, contents=2, styles=2, steps=20)   # 4 jobs, seconds each
     out, logs = tmp_path / "out", tmp_path / "logs"
 
     once = Run(logs, "run", str(manifest), name="once")
@@ -73,6 +73,7 @@ def test_ctrl_c_once_finishes_running_jobs_twice_stops_them_and_a_rerun_finishes
     assert once.wait() == 130, once.describe()
     assert "interrupted: finishing running jobs, starting no new ones" in once.stdout
     assert "interrupted: rerun the same command to finish the rest" in once.stdout
+    assert "4 job(s): 0 already done; this run: " in once.stdout               # the summary
     assert "Traceback" not in once.stdout + once.stderr
     assert_no_orphans(once)
     after_once = finished(out)
@@ -90,6 +91,7 @@ def test_ctrl_c_once_finishes_running_jobs_twice_stops_them_and_a_rerun_finishes
     twice.signal(signal.SIGINT)
     assert twice.wait() == 130, twice.describe()
     assert "interrupted: stopping running jobs now" in twice.stdout
+    assert "4 job(s): " in twice.stdout and "; this run: " in twice.stdout   # the summary
     assert "Traceback" not in twice.stdout + twice.stderr
     assert_no_orphans(twice)
     before = finished(out)

@@ -83,14 +83,14 @@ def test_torn_or_missing_sidecars_mean_pending(tmp_path):
 @pytest.mark.slow
 def test_a_job_past_its_timeout_is_killed_and_recorded_and_the_rest_runs(tmp_path):
     # Two jobs of one pair: 4 steps (a second or two), and 100 000 steps (hours): a hang.
-    manifest = make_project(tmp_path, contents=1, extra="grid: {steps: [4, 100000]}\ntimeout: 8\n")
+    manifest = make_project(tmp_path, contents=1, extra="grid: {steps: [4, 100000]}\ntimeout: 6\n")
     with pinned():
         summary = run_manifest(manifest, RunOptions(live=False))
     assert (summary["done"], summary["failed"], summary.get("retried", 0)) == (1, 1, 0)
     records = assert_consistent(tmp_path / "out", expect_done=1)
     hung = next(r for r in records.values() if r["status"] != "done")
     assert hung["status"] == "timeout" and hung["params"]["steps"] == 100000
-    assert hung["error"] == "timed out after 8s (killed)"
+    assert hung["error"] == "timed out after 6s (killed)"
     assert index_rows(tmp_path / "out")[hung["job_id"]]["status"] == "timeout"
     # Resume keeps it as timed out; --retry-failed would run it again.
     m, jobs = prepare(manifest)

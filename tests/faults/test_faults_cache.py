@@ -1,0 +1,121 @@
+"""The style-target cache under damage: a bad entry is recomputed, a read-only cache is worked
+around, and either way the job's result is exactly the result without any cache."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import torch
+
+from pipeline.cache import StyleTargetCache
+from pipeline.jobs import make_job
+from pipeline.params import params_from_mapping
+from pipeline.worker import JobRunner
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def job(content_path, style_path):
+    return make_job(content_path, [(style_path, 1.0)], params_from_mapping({"size": 32, "steps": 3}))
+
+
+def stylize(job, tmp_path: Path, cache: StyleTargetCache, name: str) -> dict:
+    """One job on a fresh runner (so nothing comes from a previous run's memory)."""
+    out = tmp_path / name
+    record = JobRunner(CPU, cache).run(job, out / job.output, None)
+    record["pixels"] = (out / job.output).read_bytes()
+    return record
+
+
+def same_result(a: dict, b: dict) -> bool:
+    return a["loss_total"] == b["loss_total"] and a["pixels"] == b["pixels"]
+
+
+def entries(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.safetensors"))
+
+
+def flip_a_byte_of_the_data(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")
+    raw[header + (len(raw) - header) // 2] ^= 0x10   # one bit of one float: still finite, still wrong
+    path.write_bytes(bytes(raw))
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "garbage": lambda p: p.write_bytes(b"\x00\x01 not safetensors" * 50),
+    "bit flip in the data": flip_a_byte_of_the_data,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_entry_is_recomputed_never_trusted(tmp_path, job, damage, caplog):
+    reference = stylize(job, tmp_path, StyleTargetCache(enabled=False), "reference")
+    root = tmp_path / "cache"
+    first = stylize(job, tmp_path, StyleTargetCache(root), "first")
+    assert not first["cache_hit"] and same_result(first, reference)
+    (entry,) = entries(root)
+    DAMAGE[damage](entry)
+    caplog.set_level(logging.WARNING, logger="pipeline.cache")
+    cache = StyleTargetCache(root)
+    second = stylize(job, tmp_path, cache, "second")
+    assert not second["cache_hit"] and same_result(second, reference)
+    assert cache.stats["corrupt"] == 1 and cache.stats["forward_passes"] == 1
+    assert f"style-target cache entry {entry}" in caplog.text and "recomputing" in caplog.text
+    # The entry was rewritten whole: the next run is a hit with the same result.
+    third = stylize(job, tmp_path, StyleTargetCache(root), "third")
+    assert third["cache_hit"] and same_result(third, reference)
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """Make `folder` and everything in it unwritable, for root too (chattr +i) where possible."""
+    paths = [folder, *folder.rglob("*")]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    immutable = False
+    try:
+        if os.access(folder, os.W_OK):   # root: mode bits do not bind
+            if shutil.which("chattr") is None or subprocess.run(
+                    ["chattr", "-R", "+i", str(folder)], capture_output=True).returncode != 0:
+                pytest.skip("running as root where chattr +i is not available: cannot make a folder read-only")
+            immutable = True
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
+        for p in paths:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_a_read_only_cache_is_read_and_worked_around_with_one_warning(tmp_path, job, style_path, caplog):
+    reference = stylize(job, tmp_path, StyleTargetCache(enabled=False), "reference")
+    other = make_job(job.content, [(style_path, 1.0)], job.params.replace(style_scale=0.5))
+    other_reference = stylize(other, tmp_path, StyleTargetCache(enabled=False), "other-reference")
+    root = tmp_path / "cache"
+    stylize(job, tmp_path, StyleTargetCache(root), "fill")
+    caplog.set_level(logging.WARNING, logger="pipeline.cache")
+    with read_only(root):
+        cache = StyleTargetCache(root)
+        runner = JobRunner(CPU, cache)
+        hit = runner.run(job, tmp_path / "ro" / job.output, None)           # its entry is there: read
+        miss = runner.run(other, tmp_path / "ro" / other.output, None)      # a new entry: cannot be stored
+        again = runner.run(other, tmp_path / "ro2" / other.output, None)    # memory holds it now
+        assert entries(root) == entries(root)[:1]
+    assert hit["cache_hit"] and hit["loss_total"] == reference["loss_total"]
+    assert not miss["cache_hit"] and miss["loss_total"] == other_reference["loss_total"]
+    assert again["cache_hit"] and again["loss_total"] == other_reference["loss_total"]
+    assert cache.stats["write_errors"] == 1 and cache.stats["forward_passes"] == 1
+    warnings = [r.getMessage() for r in caplog.records if "not writable" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith(f"style-target cache {root} is not writable (")
+    assert warnings[0].endswith("targets are computed but not cached (set --cache-dir or "
+                                "NST_BATCH_CACHE_DIR to a writable folder)")
