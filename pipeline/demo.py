@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 CONTENT = ("astronaut.png", "chelsea.png", "coffee.png")
-STYLE = ("hubble_deep_field.jpg", "ihc.png")
+STYLE = ("ihc.png", "retina.jpg")
 
 
 def materialize(root: Path) -> Path:

@@ -139,11 +139,10 @@ def stylize_batch(feats: VGGFeatures, specs: Sequence[JobInput], precision: Prec
     """
     start = time.perf_counter()
     jobs = [_Job(s, plan_stages(s.params, tuple(s.content.shape[-2:]))) for s in specs]
+    shapes = [[pixels.scaled_size(*j.spec.content.shape[-2:], side) for side, _ in j.stages] for j in jobs]
+    if any(s != shapes[0] for s in shapes[1:]):
+        raise ValueError("jobs of one batch must have the same image shape at every stage")
     first = jobs[0]
-    for job in jobs[1:]:
-        if [s for s, _ in job.stages] != [s for s, _ in first.stages] or \
-                job.spec.content.shape[-2:] != first.spec.content.shape[-2:]:
-            raise ValueError("jobs of one batch must have the same image shape at every stage")
     for k, (long_side, _) in enumerate(first.stages):
         active = [j for j in jobs if j.result is None]
         if not active:

@@ -82,6 +82,15 @@ def test_convergence_tolerance_ends_a_job_early(feats, images):
     assert result.steps % 25 == 0 and result.steps < 200
 
 
+def test_contents_of_different_resolution_but_one_shape_share_a_batch(feats, images):
+    contents, styles = images
+    params = params_from_mapping({"size": 32, "steps": 3})
+    bigger = pixels.resize(contents[1], (80, 96))          # same 5:6 aspect as the 40×48 ones
+    out = stylize_batch(feats, [JobInput(contents[0], targets_for(feats, styles[0], params), params),
+                                JobInput(bigger, targets_for(feats, styles[0], params), params)])
+    assert [r.image.shape for r in out] == [(1, 3, 27, 32)] * 2
+
+
 def test_incompatible_shapes_are_refused(feats, images):
     contents, styles = images
     params = params_from_mapping({"size": 32, "steps": 2})
