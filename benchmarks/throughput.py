@@ -14,10 +14,11 @@ default Params: content conv4_2, style conv1_1..conv5_1) towards the same style 
 Final losses are measured the same way for both: the fp32 objective on the clamped image.
 When the pipeline's mean final loss is above 1.01 × the reference's, its budget is raised in
 25 % steps until it gets there; when it is below, the budget is lowered while it stays there.
-The time at the smallest budget that matches is the honest "time at equal loss". `--overhead` instead runs a
-100-job CPU manifest through `run_manifest` and measures the scheduling gaps between jobs.
+The time at the smallest budget that matches is the honest "time at equal loss".
+`--overhead` instead runs a 100-job CPU manifest through `run_manifest` and measures the
+scheduling gaps between jobs. Results and commands: docs/benchmarks.md.
 
-    .venv/bin/python benchmarks/throughput.py --device cpu --n 4 --size 128 --evals 300 --write-docs
+    .venv/bin/python benchmarks/throughput.py --device cpu --n 4 --size 128 --evals 300 --threads 1 --write-docs
     .venv/bin/python benchmarks/throughput.py --overhead --write-docs
 """
 from __future__ import annotations
@@ -54,12 +55,12 @@ from pipeline.features import LAYER_INDEX, LAYER_NAMES, VGGFeatures  # noqa: E40
 from pipeline.objective import Objective, style_grams  # noqa: E402
 from pipeline.optimize import JobInput, Precision, Result, plan_stages, stylize_batch  # noqa: E402
 from pipeline.params import Params  # noqa: E402
+from pipeline.worker import MAX_BATCH, resolve_device  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SAMPLE_CONTENT = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 SAMPLE_STYLE = ("hubble_deep_field.jpg", "ihc.png")
 LOSS_SLACK = 1.01            # the pipeline's mean final loss may be at most 1 % above the reference's
-MAX_BATCH = 32               # as pipeline.worker.MAX_BATCH
 BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 GPU_COMMAND = (".venv/bin/python benchmarks/throughput.py --device cuda --size 512 --evals 300 --n 32 "
                "--reference-jobs 8 --write-docs")
@@ -96,16 +97,13 @@ def centre_square(image: torch.Tensor) -> torch.Tensor:
 def build_jobs(contents: list[Path], styles: list[Path], n: int, crop: bool, device: torch.device) -> list[BenchJob]:
     """N jobs: every content once with the styles in turn, then again with the next style, and so on."""
     pairs = [(c, styles[(k + r) % len(styles)]) for r in range(len(styles)) for k, c in enumerate(contents)]
-    loaded: dict[Path, torch.Tensor] = {}
+    loaded: dict[tuple[Path, bool], torch.Tensor] = {}
 
     def load(path: Path, square: bool) -> torch.Tensor:
-        if path not in loaded:
-            try:
-                image = imaging.read_image(path)
-            except NSTError as err:
-                raise SystemExit(f"error: {err}") from None
-            loaded[path] = (centre_square(image) if square else image).to(device)
-        return loaded[path]
+        if (path, square) not in loaded:
+            image = imaging.read_image(path)
+            loaded[path, square] = (centre_square(image) if square else image).to(device)
+        return loaded[path, square]
 
     jobs = []
     for i in range(n):
@@ -695,11 +693,14 @@ Final losses of both are the fp32 objective on the clamped final image. If the p
 is above 1.01 × the reference's at equal evaluations, the script raises the budget in 25 %
 steps (up to 3×) until it is not; if it is at or below, it lowers the budget in 25 % steps
 (down to 25 %) while it stays there. The speed-up at the smallest budget that matches the
-reference's mean loss is the "at equal loss" figure. s/image = wall time / N (CPU s/image: process CPU time / N, less sensitive to other load
-on a shared machine). Peak memory per image: CUDA max_memory_allocated over the phase divided by
-the batch; CPU resident set peak over the phase (sampled every 10 ms) divided by the images in
-flight. Content images are centre-cropped square (so a GPU batch holds them all) unless
-`--keep-aspect`.
+reference's mean loss is the "at equal loss" figure; the verdict also gives the stricter
+job-by-job reading (every job within 1 % of its own reference loss).
+
+s/image = wall time / N (CPU s/image: process CPU time / N, less sensitive to other load on a
+shared machine). Peak memory per image: CUDA max_memory_allocated over the phase divided by the
+batch; CPU resident set peak over the phase (sampled every 10 ms) divided by the images in
+flight. TFLOP/s = VGG convolution FLOPs of every evaluation / wall time. Content images are
+centre-cropped square (so a GPU batch holds them all) unless `--keep-aspect`.
 
 """
 
@@ -725,9 +726,9 @@ def write_docs(path: Path, key: str, body: str) -> None:
     sections = {m["key"]: m["body"] for m in _SECTION.finditer(text)}
     sections[key] = body.rstrip("\n") + "\n"
     if any(k.startswith("cuda:") for k in sections):
-        sections.pop("cuda: pending", None)
+        sections.pop("gpu: pending", None)     # a real GPU section replaces the placeholder
     else:
-        sections.setdefault("cuda: pending", PENDING_GPU)
+        sections.setdefault("gpu: pending", PENDING_GPU)
     out = HEADER + "\n".join(f"<!-- section: {k} -->\n{v}<!-- end section -->\n" for k, v in sections.items())
     imaging.atomic_write_bytes(path, out.encode())
 
@@ -785,16 +786,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = overhead(args)
         key, body = render_overhead(report, command)
     else:
-        from pipeline.worker import resolve_device
-
         try:
             device = resolve_device(args.device)
-        except NSTError as err:
+            cuda = device.type == "cuda"
+            args.size = args.size or (512 if cuda else 128)
+            args.multiscale = args.multiscale or (1 if cuda else 2)
+            report = benchmark(args, device)
+        except NSTError as err:      # a bad image path, a size too small for the layers, ...
             raise SystemExit(f"error: {err}") from None
-        cuda = device.type == "cuda"
-        args.size = args.size or (512 if cuda else 128)
-        args.multiscale = args.multiscale or (1 if cuda else 2)
-        report = benchmark(args, device)
         key, body = render_throughput(report, command)
     print()
     print(body)

@@ -21,7 +21,9 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .imaging import atomic_write_bytes
+from .features import min_side
+from .imaging import atomic_write_bytes, image_shape
+from .pixels import scaled_size
 from .jobs import content_sha256
 from .params import Params
 
@@ -63,12 +65,21 @@ def key_for(params: Params, style_path: str, content_path: str, stage_side: int,
     variant = "rgb"
     if params.preserve_color != "none":
         variant = f"{params.preserve_color}:{content_sha256(content_path)}"
-    return TargetKey(content_sha256(style_path), style_side(params, stage_side), tuple(params.style_layers),
+    return TargetKey(content_sha256(style_path), style_side(params, stage_side, image_shape(style_path)),
+                     tuple(params.style_layers),
                      params.pooling, weights, "float32", variant)
 
 
-def style_side(params: Params, stage_side: int) -> int:
-    return max(16, round(stage_side * params.style_scale))
+def style_side(params: Params, stage_side: int, style_shape: tuple[int, int] | None = None) -> int:
+    """Long side of the style image for a stage: `style_scale` × the stage's, raised until the
+    short side reaches the deepest style layer (a wide style at a small coarse stage would
+    otherwise be too small for conv5_1 even though the content fits)."""
+    side = max(16, round(stage_side * params.style_scale))
+    if style_shape is not None:
+        need = min_side(params.style_layers)
+        while min(scaled_size(*style_shape, side)) < need and side < 64 * need:
+            side += 1
+    return side
 
 
 class StyleTargetCache:

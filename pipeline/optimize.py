@@ -149,6 +149,7 @@ def stylize_batch(feats: VGGFeatures, specs: Sequence[JobInput], precision: Prec
             break
         for j in active:
             j.left = j.stages[k][1]
+            j.window_loss = None   # a new stage's losses are not comparable with the last one's
         _run_stage(feats, active, k, long_side, precision, progress_every, start)
     return [j.result for j in jobs]  # type: ignore[misc]
 

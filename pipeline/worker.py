@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__, imaging, losses, memory, pixels
-from .cache import StyleTargetCache, key_for, style_side
+from .cache import StyleTargetCache, key_for
 from .errors import DeviceError, NSTError, OutputError
 from .features import VGGFeatures
 from .jobs import Job
@@ -277,8 +277,8 @@ class JobRunner:
             for ref in job.styles:
                 key = key_for(p, ref.path, job.content, long_side, feats.weights_id)
                 g, hit = self.cache.get_or_compute(
-                    key, lambda ref=ref: style_grams(
-                        feats, pixels.resize_long_side(style_image(ref.path), style_side(p, long_side)),
+                    key, lambda ref=ref, side=key.long_side: style_grams(
+                        feats, pixels.resize_long_side(style_image(ref.path), side),
                         p.style_layers))
                 hits.append(hit)
                 grams.append({k: v.to(self.device) for k, v in g.items()})

@@ -40,6 +40,8 @@ def test_write_docs_replaces_its_section_and_keeps_the_others(bench, tmp_path):
     text = doc.read_text()
     assert "<!-- section: cpu: X -->\n## X\n\nfirst\n<!-- end section -->" in text
     assert "## GPU (H100 / H200): pending" in text
+    bench.write_docs(doc, "cpu: X", "## X\n\nagain\n")
+    assert "## GPU (H100 / H200): pending" in doc.read_text()
     bench.write_docs(doc, "cuda: H200", "## H200\n\nrow\n")
     bench.write_docs(doc, "cpu: X", "## X\n\nsecond\n")
     text = doc.read_text()

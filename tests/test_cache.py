@@ -83,3 +83,18 @@ def test_cache_path_that_is_a_file_is_worked_around(tmp_path, caplog):
     assert not hit and cache.stats["write_errors"] == 1
     assert "not writable" in caplog.text
     assert blocker.read_text() == "not a folder"
+
+
+def test_wide_style_image_is_sized_for_the_deepest_layer(tmp_path):
+    from PIL import Image
+
+    from pipeline.cache import style_side
+    from pipeline.params import params_from_mapping
+    from pipeline.pixels import scaled_size
+
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (48, 40)).save(wide)
+    params = params_from_mapping({"size": 32, "multiscale": 2})
+    assert style_side(params, 16) == 16                       # no shape known: as asked
+    side = style_side(params, 16, (40, 48))                   # (h, w): 16 px long side → 13 px short
+    assert side == 19 and scaled_size(40, 48, side) == (16, 19)   # the smallest that reaches conv5_1

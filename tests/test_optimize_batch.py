@@ -98,3 +98,13 @@ def test_incompatible_shapes_are_refused(feats, images):
     with pytest.raises(ValueError, match="same image shape"):
         stylize_batch(feats, [JobInput(contents[0], targets_for(feats, styles[0], params), params),
                               JobInput(wide, targets_for(feats, styles[0], params), params)])
+
+
+def test_tolerance_restarts_its_window_at_each_stage(feats, images):
+    contents, styles = images
+    params = params_from_mapping({"size": 32, "steps": 100, "multiscale": 2, "tol": 1e-9})
+    steps = []
+    stylize(feats, contents[0], targets_for(feats, styles[0], params), params,
+            progress=lambda p: steps.append((p.stage, p.step)))
+    # A loss that rises at the stage switch is not "no improvement": both stages use 50 steps.
+    assert max(s for st, s in steps if st == 0) == 50 and steps[-1] == (1, 100)
