@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from .errors import NSTError
-from .imaging import atomic_write_bytes, remove_partial_writes
+from .imaging import atomic_write_bytes, image_shape, remove_partial_writes
 from .index import ResultsIndex
 from .jobs import Job
 from .features import weights_id
@@ -326,7 +326,10 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
 
 
 def target_keys(job: Job) -> list[TargetKey]:
-    """The cache keys a job's style targets will use (one per style image and stage)."""
+    """The cache keys a job's style targets will use (one per style image and stage).
+
+    Stage sizes come from the content's header shape, as the worker computes them, so `plan`
+    counts the same keys a run uses (coarse stages of wide images are raised to fit conv5_1)."""
     wid = weights_id(job.params.weights)
     return [key_for(job.params, ref.path, job.content, side, wid)
-            for side in job.params.stage_sizes() for ref in job.styles]
+            for side in job.params.stage_sizes(image_shape(job.content)) for ref in job.styles]

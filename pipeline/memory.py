@@ -29,6 +29,7 @@ import torch
 from .errors import DeviceError
 from .features import LAYER_INDEX, LAYER_NAMES
 from .optimize import LBFGS_HISTORY
+from .cache import style_side
 from .params import Params
 from .pixels import scaled_size
 
@@ -75,8 +76,8 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
     grams = sum(3 * _channels(n) ** 2 for n in params.style_layers)
     optimize = batch * (pixels * per_pixel + grams) * FLOAT
     # The style image's forward pass (no autograd) happens before, not during, the optimization.
-    style_side = max(16, round(params.size * params.style_scale))
-    style = 3 * 64 * style_side ** 2 * FLOAT
+    side = style_side(params, params.size)
+    style = 3 * 64 * side ** 2 * FLOAT
     return int(max(optimize, style) + SLACK)
 
 
