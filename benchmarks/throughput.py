@@ -1,6 +1,6 @@
 """Throughput benchmark: the naive one-job-at-a-time reference against the batch pipeline.
 
-Both variants optimize the same objective (pipeline.objective.Objective with the project's
+Both variants optimize the same objective (pipeline.engine.objective.Objective with the project's
 default Params: content conv4_2, style conv1_1..conv5_1) towards the same style targets
 (style_grams), on the same N jobs, with the same evaluation budget, in one process:
 
@@ -48,14 +48,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline import imaging, pixels  # noqa: E402
-from pipeline.cache import StyleTargetCache, key_for, style_side  # noqa: E402
+from pipeline import imaging  # noqa: E402
+from pipeline.engine import pixels
+from pipeline.run.cache import StyleTargetCache, key_for, style_side  # noqa: E402
 from pipeline.errors import NSTError  # noqa: E402
-from pipeline.features import LAYER_INDEX, LAYER_NAMES, VGGFeatures  # noqa: E402
-from pipeline.objective import Objective, style_grams  # noqa: E402
-from pipeline.optimize import JobInput, Precision, Result, plan_stages, stylize_batch  # noqa: E402
+from pipeline.engine.features import LAYER_INDEX, LAYER_NAMES, VGGFeatures  # noqa: E402
+from pipeline.engine.objective import Objective, style_grams  # noqa: E402
+from pipeline.engine.optimize import JobInput, Precision, Result, plan_stages, stylize_batch  # noqa: E402
 from pipeline.params import Params  # noqa: E402
-from pipeline.worker import MAX_BATCH, resolve_device  # noqa: E402
+from pipeline.run.worker import MAX_BATCH, resolve_device  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SAMPLE_CONTENT = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
@@ -375,7 +376,7 @@ def benchmark(args: argparse.Namespace, device: torch.device) -> dict:
     if precision.channels_last:
         pipe_feats = pipe_feats.to(memory_format=torch.channels_last)
     if args.compile:
-        from pipeline.worker import _compiled
+        from pipeline.run.worker import _compiled
         pipe_feats = _compiled(pipe_feats)
     batch = args.batch_size or auto_batch(pipe_feats, pipe_params, tuple(jobs[0].content.shape[-2:]),
                                           precision, device, len(jobs))
@@ -452,9 +453,9 @@ def overhead(args: argparse.Namespace) -> dict:
     """Run a CPU manifest of tiny jobs; gaps between a worker's jobs over its busy time."""
     from rich.console import Console
 
-    from pipeline.batch import RunOptions, prepare, read_sidecar, run_manifest
-    from pipeline.progress import RunDisplay
-    from pipeline.scheduler import plan_slots
+    from pipeline.run.orchestrate import RunOptions, prepare, read_sidecar, run_manifest
+    from pipeline.views.progress import RunDisplay
+    from pipeline.executors.local import plan_slots
 
     with tempfile.TemporaryDirectory(prefix="nst-bench-overhead-") as tmp:
         root = Path(tmp)

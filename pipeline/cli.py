@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover - depends on the installed Typer
 
 from .errors import NSTError, OutputError
 from .params import CHOICES, DEFAULTS
-from .sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB
+from .views.sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
@@ -73,7 +73,7 @@ def stylize(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Stylize one content image with one or more style images."""
-    from .single import stylize_one
+    from .run.stylize_one import stylize_one
 
     values = {
         "size": size, "steps": steps, "content_weight": content_weight, "style_weight": style_weight,
@@ -109,7 +109,7 @@ def _devices(value: Optional[str]):
 @app.command()
 def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
     """Check a manifest and report every problem at once."""
-    from .batch import prepare
+    from .run.orchestrate import prepare
 
     m, jobs = prepare(manifest)
     typer.echo(f"{manifest}: valid, {len(jobs)} job(s) → {m.output}")
@@ -119,8 +119,8 @@ def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file."
 def plan(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
          cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder.")] = None) -> None:
     """Show what a run would do: jobs by size and status, cached style targets."""
-    from .batch import plan_manifest
-    from .report import print_plan
+    from .run.orchestrate import plan_manifest
+    from .views.report import print_plan
 
     print_plan(plan_manifest(manifest, cache_dir))
 
@@ -145,8 +145,8 @@ def run(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network in each worker.")] = False,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
-    from .batch import RunOptions, run_manifest
-    from .report import finish_run
+    from .run.orchestrate import RunOptions, run_manifest
+    from .views.report import finish_run
 
     if workers is not None and workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
@@ -169,7 +169,7 @@ def run(
 @app.command()
 def status(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
     """Done / failed / pending counts of a manifest's jobs, and the failures."""
-    from .report import print_status
+    from .views.report import print_status
 
     print_status(manifest)
 
@@ -177,8 +177,8 @@ def status(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]
 @app.command()
 def reindex(output: Annotated[Path, typer.Argument(help="Output folder of a run.")]) -> None:
     """Rebuild index.sqlite from the JSON sidecars (the source of truth)."""
-    from .batch import hold_output
-    from .index import reindex as rebuild
+    from .run.orchestrate import hold_output
+    from .run.index import reindex as rebuild
 
     if not output.is_dir():
         raise OutputError(f"not an nst-batch output folder: {output} (no such folder)")
@@ -192,7 +192,7 @@ def export(output: Annotated[Path, typer.Argument(help="Output folder of a run."
            format: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
            to: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write [default: stdout].")] = None) -> None:
     """Write the results index out as CSV or JSON lines."""
-    from .index import export as dump
+    from .run.index import export as dump
 
     if format not in ("csv", "jsonl"):
         raise typer.BadParameter(f"--format must be csv or jsonl, got {format!r}")
@@ -214,7 +214,7 @@ def sheet(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Sheet file, .png or .jpg [default: OUTPUT/contact_sheet.png].")] = None,
 ) -> None:
     """Draw a labelled contact sheet (rows × columns of outputs) from the results index."""
-    from .sheets import make_sheets, parse_where
+    from .views.sheets import make_sheets, parse_where
 
     for path in make_sheets(output, rows=rows, cols=cols, where=parse_where(where or []), thumb=thumb,
                             dest=out, max_cells_per_page=max_cells):
@@ -224,7 +224,7 @@ def sheet(
 @app.command()
 def gallery(output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")]) -> None:
     """Write OUTPUT/index.html: a static gallery with filters and a sortable table."""
-    from .gallery import write_gallery
+    from .views.gallery import write_gallery
 
     typer.echo(str(write_gallery(output)))
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .errors import ParamError
-from .features import LAYER_INDEX, min_side
-from .pixels import scaled_size
+from .engine.features import LAYER_INDEX, min_side
+from .engine.pixels import scaled_size
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYERS = ("conv4_2",)

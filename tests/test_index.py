@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import OutputError
-from pipeline.index import (COLUMN_NAMES, INDEX_NAME, JSON_COLUMNS, ResultsIndex, export, reindex,
+from pipeline.run.index import (COLUMN_NAMES, INDEX_NAME, JSON_COLUMNS, ResultsIndex, export, reindex,
                             summary)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +136,7 @@ def test_reindex_equals_upserted_rows_and_skips_what_is_not_a_sidecar(tmp_path, 
     (out / ".cache" / "x" / "y").mkdir(parents=True)
     (out / ".cache" / "x" / "y" / f"{A}.json").write_text("{")                  # hidden folder
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.index"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.run.index"):
         assert reindex(out) == 4
     assert sorted(caplog.messages) == [
         "skipping sidecar lake/wave/aaaaaaaaaaaaaaaa.json: no job_id",
@@ -159,7 +159,7 @@ def test_reindex_equals_upserted_rows_and_skips_what_is_not_a_sidecar(tmp_path, 
 def test_reindex_replaces_an_index_left_by_a_killed_writer(tmp_path):
     write_sidecar(tmp_path, record(A))
     # A writer killed mid-run: its WAL still holds committed frames for a row no sidecar has.
-    script = ("import os, sys; from pipeline.index import ResultsIndex; "
+    script = ("import os, sys; from pipeline.run.index import ResultsIndex; "
               "ix = ResultsIndex(sys.argv[1]); "
               "[ix.upsert({'job_id': f'{i:016x}', 'status': 'failed', 'output': 'a/b/x.png'}) for i in range(5)]; "
               "os._exit(0)")

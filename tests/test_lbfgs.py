@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.lbfgs import BatchAdam, BatchLBFGS
+from pipeline.engine.optimizers import BatchAdam, BatchLBFGS
 
 
 def rosenbrock(x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import losses
+from pipeline.engine import losses
 
 
 def _features() -> torch.Tensor:

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from conftest import make_content, make_style
 from pipeline.errors import ManifestError
-from pipeline.expand import pairings
-from pipeline.manifest import MAX_JOBS, MAX_NODES, TOP_KEYS, expand, load_manifest, resolved_yaml
-from pipeline.manifest_yaml import Loader as _Loader
+from pipeline.manifest.expand import pairings
+from pipeline.manifest.schema import MAX_JOBS, MAX_NODES, TOP_KEYS, expand, load_manifest, resolved_yaml
+from pipeline.manifest.yaml_reader import Loader as _Loader
 from pipeline.params import PARAM_NAMES
 
 REPO = Path(__file__).resolve().parents[1]

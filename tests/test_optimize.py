@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import pixels
+from pipeline.engine import pixels
 from pipeline.errors import ParamError
 from pipeline.imaging import read_image
-from pipeline.optimize import DivergedError, Progress, initial_image, style_grams, stylize
+from pipeline.engine.optimize import DivergedError, Progress, initial_image, style_grams, stylize
 from pipeline.params import params_from_mapping
 
 from conftest import make_content, make_style
@@ -245,9 +245,9 @@ def test_stage_schedule():
 
 def test_job_runner_luminance_keeps_chroma_end_to_end(tmp_path, content_path, style_path):
     """The worker's wiring: grey style targets, colour recombined, saved as 8-bit PNG."""
-    from pipeline.cache import StyleTargetCache
-    from pipeline.jobs import make_job
-    from pipeline.worker import JobRunner
+    from pipeline.run.cache import StyleTargetCache
+    from pipeline.run.jobs import make_job
+    from pipeline.run.worker import JobRunner
 
     params = params_from_mapping({"size": 32, "steps": 6, "preserve_color": "luminance"})
     job = make_job(content_path, [(style_path, 1.0)], params)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import pixels
+from pipeline.engine import pixels
 from pipeline.imaging import read_image
-from pipeline.optimize import JobInput, Precision, stylize, stylize_batch
+from pipeline.engine.optimize import JobInput, Precision, stylize, stylize_batch
 from pipeline.params import params_from_mapping
 
 from conftest import make_content, make_style
@@ -21,7 +21,7 @@ def images(tmp_path_factory):
 
 
 def targets_for(feats, style, params):
-    from pipeline.objective import style_grams
+    from pipeline.engine.objective import style_grams
 
     return lambda side: style_grams(feats, pixels.resize_long_side(style, side), params.style_layers)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import make_content, make_style
-from pipeline.batch import RunOptions, prepare, run_manifest
+from pipeline.run.orchestrate import RunOptions, prepare, run_manifest
 from pipeline.cli import main
-from pipeline.index import ResultsIndex
+from pipeline.run.index import ResultsIndex
 
 pytestmark = pytest.mark.slow
 

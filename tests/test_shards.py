@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from conftest import make_content, make_style
-from pipeline.batch import RunOptions, prepare, run_manifest, shard_jobs
+from pipeline.run.orchestrate import RunOptions, prepare, run_manifest, shard_jobs
 from pipeline.cli import main
-from pipeline.index import INDEX_NAME, ResultsIndex
+from pipeline.run.index import INDEX_NAME, ResultsIndex
 
 
 @pytest.fixture
@@ -76,10 +76,10 @@ def test_three_shards_run_every_job_once_and_reindex_merges_them(manifest, capsy
 @pytest.mark.parametrize("summary, code", [({"failed": 1}, 1), ({"interrupted": True}, 130)])
 def test_run_exit_code_reaches_the_shell(manifest, monkeypatch, summary, code):
     # An array scheduler reads it: --dependency=afterok only follows shards that exited 0.
-    import pipeline.batch
+    import pipeline.run.orchestrate
 
     base = {"output": "out", "jobs": 1, "skipped_done": 0, "kept_failed": 0, "done": 0, "failed": 0}
-    monkeypatch.setattr(pipeline.batch, "run_manifest", lambda *a, **k: {**base, **summary})
+    monkeypatch.setattr(pipeline.run.orchestrate, "run_manifest", lambda *a, **k: {**base, **summary})
     with pytest.raises(SystemExit) as exit_info:
         main(["run", str(manifest), "--shard", "0/3"])
     assert exit_info.value.code == code

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import make_content, make_style
-from pipeline import sheets
+from pipeline.views import sheets
 from pipeline.cli import main
 from pipeline.errors import InputError, OutputError, ParamError
-from pipeline.sheets import Layout, load_results, make_sheets, parse_where, plan_sheets
+from pipeline.views.sheets import Layout, load_results, make_sheets, parse_where, plan_sheets
 
 COLUMNS = ("job_id", "status", "content", "styles", "params", "output", "loss_total", "loss_content",
            "loss_style", "loss_tv", "steps", "seconds", "device", "cache_hit", "weights_id", "error",

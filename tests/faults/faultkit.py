@@ -188,7 +188,7 @@ def temp_files(out: Path) -> list[Path]:
 
 
 def index_rows(out: Path) -> dict[str, dict[str, Any]]:
-    from pipeline.index import ResultsIndex
+    from pipeline.run.index import ResultsIndex
 
     with ResultsIndex(out, create=False) as index:
         assert index.integrity_ok(), "SQLite integrity check failed"

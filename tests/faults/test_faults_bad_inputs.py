@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import make_content, make_style
 from faultkit import REPO, assert_consistent, cli_env, index_rows, pinned
-from pipeline.batch import RunOptions, prepare, run_manifest
+from pipeline.run.orchestrate import RunOptions, prepare, run_manifest
 from pipeline.cli import main
 from pipeline.imaging import FAULT_ENOSPC
 

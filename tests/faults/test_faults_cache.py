@@ -13,10 +13,10 @@ from typing import Callable, Iterator
 import pytest
 import torch
 
-from pipeline.cache import StyleTargetCache
-from pipeline.jobs import make_job
+from pipeline.run.cache import StyleTargetCache
+from pipeline.run.jobs import make_job
 from pipeline.params import params_from_mapping
-from pipeline.worker import JobRunner
+from pipeline.run.worker import JobRunner
 
 CPU = torch.device("cpu")
 
@@ -65,7 +65,7 @@ def test_a_damaged_entry_is_recomputed_never_trusted(tmp_path, job, damage, capl
     assert not first["cache_hit"] and same_result(first, reference)
     (entry,) = entries(root)
     DAMAGE[damage](entry)
-    caplog.set_level(logging.WARNING, logger="pipeline.cache")
+    caplog.set_level(logging.WARNING, logger="pipeline.run.cache")
     cache = StyleTargetCache(root)
     second = stylize(job, tmp_path, cache, "second")
     assert not second["cache_hit"] and same_result(second, reference)
@@ -103,7 +103,7 @@ def test_a_read_only_cache_is_read_and_worked_around_with_one_warning(tmp_path, 
     other_reference = stylize(other, tmp_path, StyleTargetCache(enabled=False), "other-reference")
     root = tmp_path / "cache"
     stylize(job, tmp_path, StyleTargetCache(root), "fill")
-    caplog.set_level(logging.WARNING, logger="pipeline.cache")
+    caplog.set_level(logging.WARNING, logger="pipeline.run.cache")
     with read_only(root):
         cache = StyleTargetCache(root)
         runner = JobRunner(CPU, cache)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.batch import classify
-from pipeline.cache import StyleTargetCache
+from pipeline.run.orchestrate import classify
+from pipeline.run.cache import StyleTargetCache
 from pipeline.errors import OutputError
 from pipeline.imaging import FAULT_ENOSPC
-from pipeline.jobs import make_job
+from pipeline.run.jobs import make_job
 from pipeline.params import params_from_mapping
-from pipeline.worker import JobRunner
+from pipeline.run.worker import JobRunner
 
 
 @pytest.mark.parametrize("full_at", ["image", "sidecar"])

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from conftest import make_content, make_style
 from faultkit import REPO, cli_env
 from pipeline.cli import main
-from pipeline.manifest import TOP_KEYS
+from pipeline.manifest.schema import TOP_KEYS
 from pipeline.params import PARAM_NAMES
 
 HEAD = re.compile(r"error: (?P<source>.+): (?P<n>\d+) problem\(s\)")

@@ -6,10 +6,10 @@ import re
 import pytest
 import torch
 
-from pipeline import memory
+from pipeline.run import memory
 from pipeline.cli import main
 from pipeline.errors import DeviceError
-from pipeline.memory import SLACK, check_fits, estimate_bytes, free_bytes, largest_size
+from pipeline.run.memory import SLACK, check_fits, estimate_bytes, free_bytes, largest_size
 from pipeline.params import params_from_mapping
 
 GB = 10**9

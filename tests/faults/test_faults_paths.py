@@ -14,10 +14,10 @@ import torch
 from conftest import make_content, make_style
 from pipeline.cli import main
 from pipeline.errors import OutputError
-from pipeline.index import reindex
-from pipeline.jobs import make_job
+from pipeline.run.index import reindex
+from pipeline.run.jobs import make_job
 from pipeline.params import params_from_mapping
-from pipeline.worker import safe_join
+from pipeline.run.worker import safe_join
 
 
 @pytest.mark.parametrize("relative, message", [
@@ -65,7 +65,7 @@ def test_a_forged_sidecar_pointing_outside_is_never_indexed(tmp_path, caplog):
                            ("2123456789abcdef", "a/../../x.png")):
         (root / "a" / "b" / f"{job_id}.json").write_text(
             f'{{"job_id": "{job_id}", "status": "done", "output": "{output}"}}')
-    caplog.set_level(logging.WARNING, logger="pipeline.index")
+    caplog.set_level(logging.WARNING, logger="pipeline.run.index")
     assert reindex(root) == 0
     assert caplog.text.count("is not a path inside the output folder") == 3
 

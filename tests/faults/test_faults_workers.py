@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from faultkit import Watcher, assert_consistent, index_rows, make_project, pinned
-from pipeline.batch import RunOptions, classify, prepare, run_manifest
+from pipeline.run.orchestrate import RunOptions, classify, prepare, run_manifest
 from pipeline.imaging import FAULT_KILL_IN_WRITE, atomic_write_bytes, remove_partial_writes
-from pipeline.worker_process import FAULT_KILL_ONCE
+from pipeline.executors.local_process import FAULT_KILL_ONCE
 
 
 @pytest.mark.slow

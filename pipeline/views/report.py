@@ -25,7 +25,7 @@ def print_plan(plan: dict[str, Any]) -> None:
 
 
 def print_status(manifest_path: Path) -> None:
-    from .batch import classify, prepare
+    from ..run.orchestrate import classify, prepare
 
     manifest, jobs = prepare(manifest_path)
     state = classify(jobs, manifest.output)

@@ -5,7 +5,7 @@
 `value_label` the text a sheet, the gallery and --where use for it.
 
 The index is read here with `sqlite3` directly (`SELECT * FROM jobs`), not through
-`pipeline.index`, so sheets and the gallery only depend on the table's columns.
+`pipeline.run.index`, so sheets and the gallery only depend on the table's columns.
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
-from .errors import InputError
-from .params import PARAM_NAMES
+from ..errors import InputError
+from ..params import PARAM_NAMES
 
 INDEX_NAME = "index.sqlite"
 IMAGE_KEYS = ("content", "style")

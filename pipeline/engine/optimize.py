@@ -19,11 +19,11 @@ from typing import Callable, Sequence
 import torch
 
 from . import pixels
-from .errors import NSTError
+from ..errors import NSTError
 from .features import VGGFeatures
-from .lbfgs import BatchAdam, BatchLBFGS
+from .optimizers import BatchAdam, BatchLBFGS
 from .objective import Objective, StyleTargets, style_grams
-from .params import Params
+from ..params import Params
 
 StyleTargetsFn = Callable[[int], StyleTargets]     # stage long side -> targets
 CONVERGENCE_WINDOW = 25    # evaluations between convergence checks (when tol > 0)

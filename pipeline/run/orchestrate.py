@@ -17,15 +17,15 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
-from .errors import NSTError
-from .imaging import atomic_write_bytes, image_shape, remove_partial_writes
+from ..errors import NSTError
+from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
 from .index import ResultsIndex
 from .jobs import Job
-from .features import weights_id
-from .expand import expand, resolved_yaml
-from .manifest import Manifest, load_manifest
-from .progress import RunDisplay
-from .scheduler import Scheduler, Slot, StopFlags, plan_slots
+from ..engine.features import weights_id
+from ..manifest.expand import expand, resolved_yaml
+from ..manifest.schema import Manifest, load_manifest
+from ..views.progress import RunDisplay
+from ..executors.local import Scheduler, Slot, StopFlags, plan_slots
 from .worker import failure_record, iso_time, safe_join, write_sidecar
 
 LOCK_NAME = ".nst-batch.lock"
@@ -191,7 +191,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
     else:
         todo = state.pending + (state.failed if options.retry_failed else [])
     if options.executor == "ray":
-        from .ray_executor import RayScheduler as Executor, plan_ray_slots
+        from ..executors.ray import RayScheduler as Executor, plan_ray_slots
 
         slots = plan_ray_slots(options.devices or manifest.devices, manifest.workers_per_device,
                                options.workers, options.address, connect=bool(todo))
@@ -247,8 +247,8 @@ def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[s
     A problem here (say, a sheet layout that needs --where) is reported, never allowed to
     turn a finished batch into an error.
     """
-    from .gallery import write_gallery
-    from .sheets import make_sheets
+    from ..views.gallery import write_gallery
+    from ..views.sheets import make_sheets
 
     written: list[str] = []
     try:

@@ -17,14 +17,16 @@ from typing import Any, Callable
 
 import torch
 
-from . import __version__, imaging, losses, memory, pixels
+from .. import __version__, imaging
+from ..engine import losses, pixels
+from . import memory
 from .cache import StyleTargetCache, key_for
-from .errors import DeviceError, NSTError, OutputError
-from .features import VGGFeatures
+from ..errors import DeviceError, NSTError, OutputError
+from ..engine.features import VGGFeatures
 from .jobs import Job
 from .grouping import batch_key
-from .objective import style_grams
-from .optimize import JobInput, Precision, Progress, stylize_batch
+from ..engine.objective import style_grams
+from ..engine.optimize import JobInput, Precision, Progress, stylize_batch
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
 MAX_BATCH = 32

@@ -10,8 +10,8 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .jobs import Job
-from .scheduler import Slot
+from ..run.jobs import Job
+from ..executors.local import Slot
 
 PLAIN_EVERY = 15.0  # seconds between status lines when stdout is not a terminal
 

@@ -19,7 +19,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from .params import show_value
+from ..params import show_value
 
 MAX_BYTES = 1 << 20        # a manifest lists folders and globs; a megabyte is already absurd
 MAX_NODES = 100_000        # YAML values after alias expansion ("billion laughs" guard)

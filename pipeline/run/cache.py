@@ -21,11 +21,11 @@ from filelock import FileLock, Timeout
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .features import min_side
-from .imaging import atomic_write_bytes, image_shape
-from .pixels import scaled_size
+from ..engine.features import min_side
+from ..imaging import atomic_write_bytes, image_shape
+from ..engine.pixels import scaled_size
 from .jobs import content_sha256
-from .params import Params
+from ..params import Params
 
 ENV_VAR = "NST_BATCH_CACHE_DIR"
 FORMAT_VERSION = 1

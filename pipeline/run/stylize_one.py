@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .cache import StyleTargetCache
-from .errors import InputError, OutputError, ParamError
-from .features import weights_id
-from .imaging import read_image
+from ..errors import InputError, OutputError, ParamError
+from ..engine.features import weights_id
+from ..imaging import read_image
 from .jobs import make_job
-from .params import params_from_mapping
+from ..params import params_from_mapping
 from .worker import JobRunner, resolve_device
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
-from .errors import NSTError, OutputError
-from .imaging import atomic_write_bytes, read_image, to_pil
+from ..errors import NSTError, OutputError
+from ..imaging import atomic_write_bytes, read_image, to_pil
 from .results import (IMAGE_KEYS, Result, axis_value, cell_reason, inside, load_results, value_label,
                       varying_keys)
 from .sheets import SHEET_STEM

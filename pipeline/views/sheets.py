@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .errors import NSTError, OutputError, ParamError
-from .imaging import atomic_write_bytes, read_image, to_pil
+from ..errors import NSTError, OutputError, ParamError
+from ..imaging import atomic_write_bytes, read_image, to_pil
 from .results import IMAGE_KEYS, Result, cell_reason, inside, load_results, value_label
 from .sheet_plan import DEFAULT_MAX_CELLS, SheetPlan, parse_where, plan_sheets
 

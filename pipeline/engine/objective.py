@@ -12,7 +12,7 @@ import torch
 
 from . import losses
 from .features import VGGFeatures
-from .params import Params
+from ..params import Params
 
 StyleTargets = Mapping[str, torch.Tensor]          # layer -> Gram (1, C, C)
 

@@ -17,14 +17,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from .errors import ManifestError, ParamError
+from ..errors import ManifestError, ParamError
 from .expand import expand, grid_combinations, grid_size, resolved_yaml, zip_mismatch
 from .inputs import MAX_JOBS, PATH_HINT, InputChecker, StyleEntry, file_kind, resolve
-from .jobs import INIT_KEYWORDS
-from .manifest_yaml import (INVALID, MAX_NODES, Abort, Report, describe, has_invalid, is_number,
+from ..run.jobs import INIT_KEYWORDS
+from .yaml_reader import (INVALID, MAX_NODES, Abort, Report, describe, has_invalid, is_number,
                             read_yaml, suggest)
-from .params import PARAM_NAMES, param_problems, params_from_mapping, show_value
-from .sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
+from ..params import PARAM_NAMES, param_problems, params_from_mapping, show_value
+from ..views.sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
 
 VERSION = 1
 TOP_KEYS = ("version", "output", "content", "style", "pairing", "pairs", "params", "grid",

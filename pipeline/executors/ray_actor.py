@@ -20,8 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .jobs import INIT_KEYWORDS, Job, StyleRef
-from .worker_process import FAULT_KILL_ONCE
+from ..run.jobs import INIT_KEYWORDS, Job, StyleRef
+from .local_process import FAULT_KILL_ONCE
 
 SCRATCH_ROOT = "nst-batch-ray"   # under the node's temp folder: <tmp>/nst-batch-ray/<pid>/
 
@@ -53,8 +53,8 @@ class RayWorker:
     def __init__(self, device: str, cache_dir: str, threads: int):
         import torch
 
-        from .cache import StyleTargetCache
-        from .worker import JobRunner, resolve_device
+        from ..run.cache import StyleTargetCache
+        from ..run.worker import JobRunner, resolve_device
 
         if threads:
             torch.set_num_threads(threads)
@@ -73,8 +73,8 @@ class RayWorker:
         """("done", record, image bytes) or ("failed", record, None); never raises for a job's fault."""
         import ray
 
-        from .errors import NSTError
-        from .worker import failure_record, iso_time
+        from ..errors import NSTError
+        from ..run.worker import failure_record, iso_time
 
         started, t0 = time.time(), time.perf_counter()
         local: dict[str, str] = {}
@@ -114,7 +114,7 @@ class RayWorker:
     def _materialize(self, path: str, sha: str, ref: Any, ray: Any) -> Path:
         target = self.scratch / f"{sha}{Path(path).suffix.lower()}"
         if not target.exists():
-            from .imaging import atomic_write_bytes
+            from ..imaging import atomic_write_bytes
 
             atomic_write_bytes(target, ray.get(ref))
         return target

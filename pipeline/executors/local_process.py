@@ -28,9 +28,9 @@ def worker_main(index: int, device: str, cache_dir: str | None, threads: int,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
-    from .cache import StyleTargetCache
-    from .errors import NSTError
-    from .worker import JobRunner, Task, failure_record, now_iso, resolve_device, safe_join
+    from ..run.cache import StyleTargetCache
+    from ..errors import NSTError
+    from ..run.worker import JobRunner, Task, failure_record, now_iso, resolve_device, safe_join
 
     if threads:
         torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import ParamError, WeightsError
+from ..errors import ParamError, WeightsError
 
 # torchvision's cfgs["E"]: channel counts, "M" for a pooling layer.
 _CFG_E = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",

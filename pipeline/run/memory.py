@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import DeviceError
-from .features import LAYER_INDEX, LAYER_NAMES
-from .optimize import LBFGS_HISTORY
+from ..errors import DeviceError
+from ..engine.features import LAYER_INDEX, LAYER_NAMES
+from ..engine.optimize import LBFGS_HISTORY
 from .cache import style_side
-from .params import Params
-from .pixels import scaled_size
+from ..params import Params
+from ..engine.pixels import scaled_size
 
 FLOAT = 4                        # bytes: everything runs in float32
 SLACK = 64 * 2**20               # allocator fragmentation, workspaces, small tensors

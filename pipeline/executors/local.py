@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from .errors import DeviceError
-from .grouping import batch_key
-from .imaging import image_shape
-from .jobs import Job
+from ..errors import DeviceError
+from ..run.grouping import batch_key
+from ..imaging import image_shape
+from ..run.jobs import Job
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
@@ -140,7 +140,7 @@ class Scheduler:
         w.tasks.put((group, str(self.output_dir), {j.job_id: attempts[j.job_id] for j in group}))
 
     def _start(self, ctx, w: WorkerState, results) -> None:
-        from .worker_process import worker_main
+        from .local_process import worker_main
 
         w.tasks = ctx.Queue()
         w.ready = False

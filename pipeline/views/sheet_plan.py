@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
-from .errors import InputError, ParamError
-from .params import PARAM_NAMES
+from ..errors import InputError, ParamError
+from ..params import PARAM_NAMES
 from .results import (IMAGE_KEYS, Result, axis_value, candidate_keys, distinct_values, value_label,
                       value_sort_key, varying_keys)
 

@@ -17,9 +17,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from .imaging import IMAGE_EXTENSIONS
-from .manifest_yaml import INVALID, Report, describe, has_invalid, is_number
-from .params import show_value
+from ..imaging import IMAGE_EXTENSIONS
+from .yaml_reader import INVALID, Report, describe, has_invalid, is_number
+from ..params import show_value
 
 PAIRINGS = ("product", "zip", "explicit")
 MAX_JOBS = 100_000         # per manifest; also bounds the images one entry may match

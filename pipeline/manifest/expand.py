@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import yaml
 
-from .errors import ManifestError
-from .jobs import Job, make_job
-from .params import Params, params_from_mapping
+from ..errors import ManifestError
+from ..run.jobs import Job, make_job
+from ..params import Params, params_from_mapping
 
 if TYPE_CHECKING:
-    from .manifest import Manifest, StyleEntry
+    from .schema import Manifest, StyleEntry
 
 Grid = Sequence[tuple[str, Sequence[Any]]]
 

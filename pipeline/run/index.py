@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import OutputError
+from ..errors import OutputError
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None) -> 
     if dest is None:
         return text
     # Imported here: pipeline.imaging loads torch, which `export` and `status` do not need.
-    from .imaging import atomic_write_bytes
+    from ..imaging import atomic_write_bytes
 
     dest = Path(dest)
     try:

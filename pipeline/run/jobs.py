@@ -15,9 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .features import weights_id
-from .params import Params
+from ..errors import InputError
+from ..engine.features import weights_id
+from ..params import Params
 
 # Bump when a change to the algorithm would make old outputs differ from new ones.
 ALGORITHM_VERSION = "gatys2016-nstbatch-1"

@@ -19,14 +19,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .cache import default_cache_dir
-from .errors import DeviceError, InputError, NSTError, OutputError
-from .imaging import atomic_write_bytes
-from .jobs import Job
+from ..run.cache import default_cache_dir
+from ..errors import DeviceError, InputError, NSTError, OutputError
+from ..imaging import atomic_write_bytes
+from ..run.jobs import Job
 from .ray_actor import RayWorker, job_inputs
-from .scheduler import Listener, Slot, StopFlags, plan_slots
-from .worker import safe_join, write_sidecar
-from .worker_process import FAULT_KILL_ONCE
+from .local import Listener, Slot, StopFlags, plan_slots
+from ..run.worker import safe_join, write_sidecar
+from .local_process import FAULT_KILL_ONCE
 
 POLL_SECONDS = 0.2
 PROGRESS_EVERY = 0.5   # seconds between progress questions to a busy actor
