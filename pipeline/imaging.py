@@ -15,14 +15,16 @@ import signal
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from .errors import InputError, OutputError
+
+if TYPE_CHECKING:   # torch loads in read_image: validate, plan and status read headers only
+    import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".tga")
 MAX_PIXELS = 120_000_000   # refuse larger inputs before decoding them (decompression bombs)
@@ -41,6 +43,8 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
     16-bit images are converted. `long_side_hint` lets JPEG decode at a reduced scale when the
     caller will shrink the image anyway (never below the hint).
     """
+    import torch
+
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise InputError(f"broken symlink: {path} points to a missing file")

@@ -11,8 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
 from .errors import ParamError
-from .engine.features import LAYER_INDEX, min_side
-from .engine.pixels import scaled_size
+from .engine.layers import LAYER_INDEX, min_side, scaled_size
 
 STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 CONTENT_LAYERS = ("conv4_2",)
@@ -23,6 +22,7 @@ CHOICES = {
     "format": ("png", "jpeg"),
 }
 MAX_SIZE = 16384  # long side in pixels; far beyond any GPU, a guard against typos
+LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps: fixed, not a manifest key; memory estimates count it
 
 
 @dataclass(frozen=True)

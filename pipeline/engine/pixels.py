@@ -7,18 +7,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .layers import scaled_size
+
 # YIQ (NTSC), the space Gatys et al. (2016, "Preserving colour in neural artistic style
 # transfer") use to separate luminance from colour.
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
                             [0.595716, -0.274453, -0.321263],
                             [0.211456, -0.522591, 0.311135]])
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-
-
-def scaled_size(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(h, w) with the long side set to `long_side`, keeping the aspect ratio (each side ≥ 1)."""
-    scale = long_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

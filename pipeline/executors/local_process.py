@@ -30,7 +30,8 @@ def worker_main(index: int, device: str, cache_dir: str | None, threads: int,
 
     from ..run.cache import StyleTargetCache
     from ..errors import NSTError
-    from ..run.worker import JobRunner, Task, failure_record, now_iso, resolve_device, safe_join
+    from ..run.jobs import safe_join
+    from ..run.worker import JobRunner, Task, failure_record, now_iso, resolve_device
 
     if threads:
         torch.set_num_threads(threads)

@@ -22,10 +22,10 @@ from typing import Any
 from ..run.cache import default_cache_dir
 from ..errors import DeviceError, InputError, NSTError, OutputError
 from ..imaging import atomic_write_bytes
-from ..run.jobs import Job
+from ..run.jobs import Job, safe_join
 from .ray_actor import RayWorker, job_inputs
 from .local import Listener, Slot, StopFlags, plan_slots
-from ..run.worker import safe_join, write_sidecar
+from ..run.worker import write_sidecar
 from .local_process import FAULT_KILL_ONCE
 
 POLL_SECONDS = 0.2

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import torch
-from filelock import FileLock, Timeout
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from typing import TYPE_CHECKING
 
-from ..engine.features import min_side
+from filelock import FileLock, Timeout
+
+from ..engine.layers import min_side, scaled_size
 from ..imaging import atomic_write_bytes, image_shape
-from ..engine.pixels import scaled_size
 from .jobs import content_sha256
 from ..params import Params
+
+if TYPE_CHECKING:   # torch and safetensors load on first use: `plan` reads keys and paths only
+    import torch
 
 ENV_VAR = "NST_BATCH_CACHE_DIR"
 FORMAT_VERSION = 1
@@ -140,11 +141,17 @@ class StyleTargetCache:
             lock.release()
 
     def _compute(self, compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        import torch
+
         self.stats["forward_passes"] += 1
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in compute().items()}
 
     def _read(self, path: Path, key: TargetKey, report: bool = True) -> dict[str, torch.Tensor] | None:
         """A validated entry, or None; `report` logs and counts a bad one (once, under the lock)."""
+        import torch
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         if not path.exists():
             return None
         try:
@@ -171,6 +178,8 @@ class StyleTargetCache:
         return grams
 
     def _write(self, path: Path, key: TargetKey, grams: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save
+
         meta = {"key": key.digest(), "description": json.dumps(key.__dict__, default=list),
                 "sha256": _checksum(grams)}
         try:
@@ -189,6 +198,8 @@ class StyleTargetCache:
 def _checksum(grams: dict[str, torch.Tensor]) -> str:
     """sha256 of the Gram values: a flipped bit on disk would otherwise pass every shape check
     and silently steer every job that uses the entry."""
+    import torch
+
     digest = hashlib.sha256()
     for name in sorted(grams):
         digest.update(name.encode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Hashable
 
 from .jobs import Job
-from ..engine.pixels import scaled_size
+from ..engine.layers import scaled_size
 
 
 def batch_key(job: Job, content_shape: tuple[int, int] | None) -> Hashable:

@@ -15,8 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..engine.features import weights_id
+from ..errors import InputError, OutputError
+from ..engine.weights import weights_id
 from ..params import Params
 
 # Bump when a change to the algorithm would make old outputs differ from new ones.
@@ -98,6 +98,16 @@ def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt
     style_stem = "+".join(safe_stem(s.path) for s in styles)[:120]
     ext = "png" if fmt == "png" else "jpg"
     return f"{safe_stem(content)}/{style_stem}/{job_id}.{ext}"
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """root / relative, refusing anything that would land outside root."""
+    if "\0" in relative or Path(relative).is_absolute():
+        raise OutputError(f"output path {relative!r} must be relative to the output folder")
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise OutputError(f"output path {relative!r} escapes the output folder {root}")
+    return target
 
 
 def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params) -> Job:

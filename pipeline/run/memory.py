@@ -24,14 +24,15 @@ import math
 import os
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import DeviceError
-from ..engine.features import LAYER_INDEX, LAYER_NAMES
-from ..engine.optimize import LBFGS_HISTORY
+from ..engine.layers import LAYER_INDEX, LAYER_NAMES, scaled_size
 from .cache import style_side
-from ..params import Params
-from ..engine.pixels import scaled_size
+from ..params import LBFGS_HISTORY, Params
+
+if TYPE_CHECKING:
+    import torch
 
 FLOAT = 4                        # bytes: everything runs in float32
 SLACK = 64 * 2**20               # allocator fragmentation, workspaces, small tensors
@@ -87,6 +88,8 @@ def _pools_before(name: str) -> int:
 
 def free_bytes(device: torch.device | str) -> int | None:
     """Memory this process could still allocate on `device`, or None when it cannot tell."""
+    import torch   # here, not at the top: `plan` estimates memory without loading torch
+
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

@@ -20,13 +20,12 @@ from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError
 from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
 from .index import ResultsIndex
-from .jobs import Job
-from ..engine.features import weights_id
+from .jobs import Job, safe_join
+from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
 from ..manifest.schema import Manifest, load_manifest
 from ..views.progress import RunDisplay
 from ..executors.local import Scheduler, Slot, StopFlags, plan_slots
-from .worker import failure_record, iso_time, safe_join, write_sidecar
 
 LOCK_NAME = ".nst-batch.lock"
 
@@ -128,6 +127,9 @@ class _Listener:
 
     def job_failed(self, job: Job, error: str, status: str, attempts: int, device: str,
                    started: float, record: dict[str, Any] | None) -> None:
+        # Here, not at the top: worker.py loads torch, and validate, plan and status must not.
+        from .worker import failure_record, iso_time, write_sidecar
+
         if record is None:
             record = failure_record(job, error, device, iso_time(started), time.time() - started, status)
         record = {**record, "attempts": attempts}

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .cache import StyleTargetCache
 from ..errors import InputError, OutputError, ParamError
-from ..engine.features import weights_id
+from ..engine.weights import weights_id
 from ..imaging import read_image
 from .jobs import make_job
 from ..params import params_from_mapping

@@ -66,16 +66,6 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def safe_join(root: Path, relative: str) -> Path:
-    """root / relative, refusing anything that would land outside root."""
-    if "\0" in relative or Path(relative).is_absolute():
-        raise OutputError(f"output path {relative!r} must be relative to the output folder")
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()):
-        raise OutputError(f"output path {relative!r} escapes the output folder {root}")
-    return target
-
-
 @dataclass
 class Task:
     """One job as a worker runs it: where it writes, whom it tells."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -11,7 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..run.jobs import Job
-from ..executors.local import Slot
+
+if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
+    from ..executors.local import Slot
 
 PLAIN_EVERY = 15.0  # seconds between status lines when stdout is not a terminal
 

@@ -17,7 +17,7 @@ from pipeline.errors import OutputError
 from pipeline.run.index import reindex
 from pipeline.run.jobs import make_job
 from pipeline.params import params_from_mapping
-from pipeline.run.worker import safe_join
+from pipeline.run.jobs import safe_join
 
 
 @pytest.mark.parametrize("relative, message", [
