@@ -90,8 +90,9 @@ def initial_image(content: torch.Tensor, init: str | torch.Tensor, seed: int) ->
     if init == "content":
         return content.clone()
     if init == "noise":
+        # Drawn on the CPU whatever the device, so a seed gives the same image everywhere.
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        return torch.rand(content.shape, generator=gen).to(content)
+        return torch.rand(content.shape, generator=gen, device="cpu").to(content)
     raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
 
 

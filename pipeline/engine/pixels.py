@@ -79,8 +79,9 @@ def match_color(style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
     s = style[0].reshape(3, -1).double()
     c = content[0].reshape(3, -1).double()
     mu_s, mu_c = s.mean(1, keepdim=True), c.mean(1, keepdim=True)
-    cov_s = torch.cov(s) + 1e-5 * torch.eye(3, dtype=s.dtype)
-    cov_c = torch.cov(c) + 1e-5 * torch.eye(3, dtype=s.dtype)
+    eye = torch.eye(3, dtype=s.dtype, device=s.device)   # on the images' device: CUDA refuses a CPU eye
+    cov_s = torch.cov(s) + 1e-5 * eye
+    cov_c = torch.cov(c) + 1e-5 * eye
     a = _sqrtm(cov_c) @ _sqrtm(cov_s, inverse=True)
     out = a @ (s - mu_s) + mu_c
     return out.reshape(style.shape).to(style.dtype).clamp(0.0, 1.0)
