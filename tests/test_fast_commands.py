@@ -199,3 +199,10 @@ def test_no_import_cycles(graph):
             visit(module, [module])
     assert cycles == []
 
+
+
+def test_no_module_over_400_lines():
+    """A module a reader can hold in their head (docs/architecture.md: one step, one file)."""
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert long == {}

@@ -1,4 +1,2 @@
-"""The pure core: VGG-19 features, losses, the objective, optimizers and the optimization loop.
-
-Tensors in, tensors out: no files, no printing. May import only `pipeline.errors` and `pipeline.params`.
-"""
+"""The pure core, tensors in and out: VGG-19 (layers, weights, features), losses, objective, pixels, optimizers,
+optimize. May import only errors, params and itself; layers.py and weights.py do not load torch when imported."""

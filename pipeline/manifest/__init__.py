@@ -1,4 +1,2 @@
-"""YAML manifest -> validated `Manifest` -> jobs: the schema, the YAML reader, input resolution, expansion.
-
-May import errors, params, imaging (extensions, headers) and run.jobs; never runs anything.
-"""
+"""YAML manifest -> validated `Manifest` -> jobs: the YAML reader, the schema, input resolution, expansion.
+May import errors, params, imaging (extensions, headers), run.jobs and views.sheets' sheet defaults; runs nothing."""

@@ -1,11 +1,11 @@
 """The manifest of a batch: one YAML schema, read once, every problem reported with its line.
 
-`load_manifest(path)` reads the file with a hardened safe loader (pipeline/manifest_yaml.py),
+`load_manifest(path)` reads the file with a hardened safe loader (yaml_reader.py),
 checks every key, resolves every path relative to the manifest's folder (the images:
-pipeline/inputs.py) and returns a frozen `Manifest`. A manifest that
+inputs.py) and returns a frozen `Manifest`. A manifest that
 does not validate raises one `ManifestError` listing every problem, one line each:
 `grid.style_weight[2]: expected a number, got "1e3x" (line 14)`. `expand` and `resolved_yaml`
-(pipeline/expand.py, re-exported here) turn a Manifest into jobs and a record of them.
+(expand.py, re-exported here) turn a Manifest into jobs and a record of them.
 """
 from __future__ import annotations
 

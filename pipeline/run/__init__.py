@@ -1,3 +1,2 @@
-"""Running jobs: job records, the style-target cache, memory checks, the worker, the results index and the
-run orchestration (manifest -> jobs -> executor -> index -> views). May import engine, manifest, executors, views.
-"""
+"""Running a manifest: jobs, grouping, the style-target cache, memory checks, the worker, the index, orchestration.
+May import engine, manifest, executors and views; only worker.py (and stylize_one.py) may load torch at import."""

@@ -10,7 +10,7 @@ at the final (largest) stage:
   output and its argmax indices; pooling shrinks what follows by 4);
 - the image, its gradient and the normalized copy VGG reads;
 - the optimizer: L-BFGS allocates its whole history up front, `LBFGS_HISTORY` curvature
-  pairs of two image-sized vectors (optimize.py), Adam two moments;
+  pairs of two image-sized vectors (params.py), Adam two moments;
 - Gram targets and the content targets (small), and a fixed slack for the allocator.
 
 Measured on CPU (peak RSS above the loaded network, 256 and 512 px, Adam and L-BFGS, float32)

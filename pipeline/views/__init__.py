@@ -1,4 +1,2 @@
-"""What a run shows: progress, reports, results records, contact sheets and the HTML gallery.
-
-Views read records and the index; they never run jobs or import the engine.
-"""
+"""What a run shows: live progress, plan/status/summary reports, result rows, contact sheets, the HTML gallery.
+Views read records and the index; they never import engine or executors (type hints aside) and never run jobs."""

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, read_image, to_pil
-from .results import (IMAGE_KEYS, Result, axis_value, cell_reason, inside, load_results, value_label,
+from .results import (IMAGE_KEYS, ResultRow, axis_value, cell_reason, inside, load_results, value_label,
                       varying_keys)
 from .sheets import SHEET_STEM
 
@@ -50,7 +50,7 @@ def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB) -> Path:
     return path
 
 
-def ensure_thumb(root: Path, result: Result, size: int = GALLERY_THUMB) -> str | None:
+def ensure_thumb(root: Path, result: ResultRow, size: int = GALLERY_THUMB) -> str | None:
     """The thumbnail's path relative to `root`, made only when missing or older than the image."""
     if cell_reason(root, result) is not None:
         return None
@@ -93,7 +93,7 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def render_html(title: str, results: Sequence[Result], thumbs: Mapping[str, str | None],
+def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, str | None],
                 reasons: Mapping[str, str | None], sheets: Sequence[str] = ()) -> str:
     """The page. Pure: every value from the index is escaped on the way in."""
     swept = [k for k in varying_keys(results) if k not in IMAGE_KEYS]
@@ -131,7 +131,7 @@ def _natural(value: str) -> tuple:
         return (1, 0.0, value)
 
 
-def _describe(r: Result) -> str:
+def _describe(r: ResultRow) -> str:
     """Every parameter, one per line: the tooltip of the image and its link."""
     styles = ", ".join(f"{Path(p).name} ({w:g})" for p, w in r.styles)
     params = [f"{k}={value_label(k, axis_value(r, k))}" for k in sorted(r.params)]
@@ -139,7 +139,7 @@ def _describe(r: Result) -> str:
                       f"style: {styles}", *params])
 
 
-def _card(r: Result, thumb: str | None, reason: str | None, labels: Mapping[str, str],
+def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[str, str],
           swept: Sequence[str]) -> str:
     caption = f"{labels['content']} × {labels['style']}"
     details = " · ".join([*(f"{k}={labels[k]}" for k in swept), r.status])
@@ -153,7 +153,7 @@ def _card(r: Result, thumb: str | None, reason: str | None, labels: Mapping[str,
             f'<figcaption>{_e(caption)}<br><small>{_e(details)}</small></figcaption></figure>')
 
 
-def _table_row(r: Result, labels: Mapping[str, str], swept: Sequence[str]) -> str:
+def _table_row(r: ResultRow, labels: Mapping[str, str], swept: Sequence[str]) -> str:
     link = (f'<a href="{_url(r.output)}" title="{_e(_describe(r))}">{_e(r.job_id)}</a>'
             if r.status == "done" else _e(r.job_id))
     cells = [(r.job_id, link), (r.status, _e(r.status)), (labels["content"], _e(labels["content"])),

@@ -1,6 +1,6 @@
 """A run's results as plain records, and the keys and values that sheets and the gallery show.
 
-`load_results` reads the `jobs` table of `<output>/index.sqlite` into frozen `Result`s. A key is
+`load_results` reads the `jobs` table of `<output>/index.sqlite` into frozen `ResultRow`s. A key is
 `content`, `style` or any parameter; `axis_value` gives a result's value for a key and
 `value_label` the text a sheet, the gallery and --where use for it.
 
@@ -25,7 +25,7 @@ IMAGE_KEYS = ("content", "style")
 # ---------------------------------------------------------------------------- the index
 
 @dataclass(frozen=True)
-class Result:
+class ResultRow:
     """One row of the `jobs` table, JSON columns decoded."""
 
     job_id: str
@@ -38,7 +38,7 @@ class Result:
     row: Mapping[str, Any]                   # every column, as the gallery's table shows them
 
 
-def load_results(output_dir: str | Path) -> list[Result]:
+def load_results(output_dir: str | Path) -> list[ResultRow]:
     """Every job of `<output_dir>/index.sqlite`, sorted by content, style and job id."""
     root = Path(output_dir)
     path = root / INDEX_NAME
@@ -61,7 +61,7 @@ def load_results(output_dir: str | Path) -> list[Result]:
     return sorted(results, key=lambda r: (r.content, _style_label(r.styles), r.job_id))
 
 
-def _result(path: Path, row: dict[str, Any]) -> Result:
+def _result(path: Path, row: dict[str, Any]) -> ResultRow:
     decoded = dict(row)
     for key, empty in (("styles", []), ("params", {})):
         raw = row.get(key)
@@ -72,7 +72,7 @@ def _result(path: Path, row: dict[str, Any]) -> Result:
                              "(rebuild the index with `nst-batch reindex`)") from None
     styles = tuple((str(s.get("path", "")), float(s.get("weight", 1.0)))
                    for s in decoded["styles"] if isinstance(s, dict))
-    return Result(job_id=str(row.get("job_id")), status=str(row.get("status")),
+    return ResultRow(job_id=str(row.get("job_id")), status=str(row.get("status")),
                   content=str(row.get("content") or ""), styles=styles,
                   params=dict(decoded["params"] or {}), output=str(row.get("output") or ""),
                   error=row.get("error"), row=decoded)
@@ -86,7 +86,7 @@ def inside(root: Path, relative: str) -> Path | None:
     return target if target.is_relative_to(root.resolve()) else None
 
 
-def cell_reason(root: Path, result: Result | None) -> str | None:
+def cell_reason(root: Path, result: ResultRow | None) -> str | None:
     """Why a cell shows a placeholder instead of an image, or None if it has an image."""
     if result is None:
         return "no job for this cell"
@@ -103,12 +103,12 @@ def cell_reason(root: Path, result: Result | None) -> str | None:
 
 # ---------------------------------------------------------------------------- keys and values
 
-def candidate_keys(results: Sequence[Result]) -> list[str]:
+def candidate_keys(results: Sequence[ResultRow]) -> list[str]:
     extras = sorted({k for r in results for k in r.params} - set(PARAM_NAMES))
     return [*IMAGE_KEYS, *PARAM_NAMES, *extras]
 
 
-def axis_value(result: Result, key: str) -> Hashable:
+def axis_value(result: ResultRow, key: str) -> Hashable:
     if key == "content":
         return result.content
     if key == "style":
@@ -159,13 +159,13 @@ def value_sort_key(value: Any) -> tuple:
     return (2, 0.0, str(value))
 
 
-def distinct_values(results: Sequence[Result], key: str) -> list[Hashable]:
+def distinct_values(results: Sequence[ResultRow], key: str) -> list[Hashable]:
     values = {axis_value(r, key) for r in results}
     if key in IMAGE_KEYS:
         return sorted(values, key=lambda v: (value_label(key, v), str(v)))
     return sorted(values, key=value_sort_key)
 
 
-def varying_keys(results: Sequence[Result]) -> list[str]:
+def varying_keys(results: Sequence[ResultRow]) -> list[str]:
     """Keys with more than one value among `results`: content, style, then parameters."""
     return [k for k in candidate_keys(results) if len(distinct_values(results, k)) > 1]

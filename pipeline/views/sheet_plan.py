@@ -12,7 +12,7 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InputError, ParamError
 from ..params import PARAM_NAMES
-from .results import (IMAGE_KEYS, Result, axis_value, candidate_keys, distinct_values, value_label,
+from .results import (IMAGE_KEYS, ResultRow, axis_value, candidate_keys, distinct_values, value_label,
                       value_sort_key, varying_keys)
 
 DEFAULT_MAX_CELLS = 100         # cells per page; larger grids are split into pages
@@ -63,7 +63,7 @@ def matches(key: str, value: Any, want: Any) -> bool:
     return text == str(value)
 
 
-def select(results: Sequence[Result], where: Mapping[str, Any]) -> list[Result]:
+def select(results: Sequence[ResultRow], where: Mapping[str, Any]) -> list[ResultRow]:
     known = candidate_keys(results)
     for key, want in where.items():
         if key not in known:
@@ -91,7 +91,7 @@ class SheetPlan:
     cols_key: str
     row_values: tuple[Hashable, ...]
     col_values: tuple[Hashable, ...]
-    cells: tuple[tuple[Result | None, ...], ...]     # [row][col]
+    cells: tuple[tuple[ResultRow | None, ...], ...]     # [row][col]
     title: str
     tag: str = ""                                   # "seed-1" for one sheet per value
     page: int = 1
@@ -102,7 +102,7 @@ class SheetPlan:
         return "_".join(parts) + suffix
 
 
-def choose_axes(results: Sequence[Result], rows: str | None, cols: str | None) -> tuple[str, str]:
+def choose_axes(results: Sequence[ResultRow], rows: str | None, cols: str | None) -> tuple[str, str]:
     """The rows and columns keys: given ones, else content × style, else the varying ones."""
     known = candidate_keys(results)
     for option, key in (("--rows", rows), ("--cols", cols)):
@@ -130,7 +130,7 @@ def choose_axes(results: Sequence[Result], rows: str | None, cols: str | None) -
     return rows, cols
 
 
-def plan_sheets(results: Sequence[Result], rows: str | None = None, cols: str | None = None,
+def plan_sheets(results: Sequence[ResultRow], rows: str | None = None, cols: str | None = None,
                 where: Mapping[str, Any] | None = None,
                 max_cells_per_page: int = DEFAULT_MAX_CELLS) -> list[SheetPlan]:
     """Which sheets and pages to draw. Pure: reads no images."""
@@ -142,7 +142,7 @@ def plan_sheets(results: Sequence[Result], rows: str | None = None, cols: str | 
     results = select(results, where)
     rows, cols = choose_axes(results, rows, cols)
     extra = [k for k in varying_keys(results) if k not in (rows, cols)]
-    groups: dict[tuple, list[Result]] = {}
+    groups: dict[tuple, list[ResultRow]] = {}
     for r in results:
         groups.setdefault(tuple(axis_value(r, k) for k in extra), []).append(r)
     if len(groups) > MAX_SPLIT_SHEETS:
@@ -164,11 +164,11 @@ def plan_sheets(results: Sequence[Result], rows: str | None = None, cols: str | 
     return plans
 
 
-def _pages(results: Sequence[Result], rows: str, cols: str, title: str, tag: str,
+def _pages(results: Sequence[ResultRow], rows: str, cols: str, title: str, tag: str,
            max_cells: int) -> list[SheetPlan]:
     row_values = distinct_values(results, rows)
     col_values = distinct_values(results, cols)
-    by_cell: dict[tuple, Result] = {}
+    by_cell: dict[tuple, ResultRow] = {}
     for r in results:
         cell = (axis_value(r, rows), axis_value(r, cols))
         # Duplicates only arise from keys the index does not record; prefer a finished job.
@@ -190,5 +190,5 @@ def _pages(results: Sequence[Result], rows: str, cols: str, title: str, tag: str
     return plans
 
 
-def _rank(r: Result) -> tuple:
+def _rank(r: ResultRow) -> tuple:
     return (_STATUS_RANK.get(r.status, -1), str(r.row.get("finished_at") or ""), r.job_id)

@@ -2,8 +2,8 @@
 
 A sheet puts one key on the rows and one on the columns. A key is `content`, `style` or any
 parameter. Planning (which job goes in which cell, how many sheets and pages) is pure and lives
-in pipeline/sheet_plan.py, separate from the drawing here, so the layout can be tested without
-looking at pixels. pipeline/results.py reads the index into plain records.
+in sheet_plan.py, separate from the drawing here, so the layout can be tested without
+looking at pixels. results.py reads the index into plain records.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import NSTError, OutputError, ParamError
 from ..imaging import atomic_write_bytes, read_image, to_pil
-from .results import IMAGE_KEYS, Result, cell_reason, inside, load_results, value_label
+from .results import IMAGE_KEYS, ResultRow, cell_reason, inside, load_results, value_label
 from .sheet_plan import DEFAULT_MAX_CELLS, SheetPlan, parse_where, plan_sheets
 
 DEFAULT_THUMB = 256             # cell size in pixels
@@ -197,7 +197,7 @@ class _Painter:
         except NSTError:
             return None
 
-    def cell(self, sheet: Image.Image, draw: ImageDraw.ImageDraw, result: Result | None, caption: str,
+    def cell(self, sheet: Image.Image, draw: ImageDraw.ImageDraw, result: ResultRow | None, caption: str,
              xy: tuple[int, int]) -> None:
         lay, (x, y) = self.layout, xy
         t = lay.thumb
