@@ -189,4 +189,4 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
 
 
 __all__ = ["Params", "DEFAULTS", "PARAM_NAMES", "CHOICES", "param_problems", "params_from_mapping", "show_value",
-           "STYLE_LAYERS", "CONTENT_LAYERS"]
+           "STYLE_LAYERS", "CONTENT_LAYERS", "LBFGS_HISTORY"]

@@ -102,6 +102,20 @@ def test_the_probe_sees_torch_when_a_command_loads_it(tmp_path):
     assert "torch" in imported
 
 
+def test_memory_estimates_and_weights_ids_need_no_torch(tmp_path):
+    """What `plan` may show beyond counts: the memory estimate is arithmetic, the job id's weights id
+    a constant or a file hash. Neither may load torch."""
+    script = ("import sys; from pipeline.params import DEFAULTS; from pipeline.run import memory; "
+              "from pipeline.engine.weights import weights_id; "
+              "print(memory.estimate_bytes(DEFAULTS, (480, 640)), weights_id('original'), "
+              "sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    estimate, wid, loaded = proc.stdout.split(" ", 2)
+    assert int(estimate) > 100 * 2**20 and wid.startswith("original-") and loaded.strip() == "[]"
+
+
 # --- Static checks over the source: who may import whom ------------------------------------------
 
 def _module_name(path: Path) -> str:
