@@ -6,12 +6,8 @@ half-written file under a final name.
 """
 from __future__ import annotations
 
-import errno
-import fnmatch
 import json
-import multiprocessing
 import os
-import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from . import fault_hooks
 from .errors import InputError, OutputError
 
 if TYPE_CHECKING:   # torch loads in read_image: validate, plan and status read headers only
@@ -31,9 +28,6 @@ MAX_PIXELS = 120_000_000   # refuse larger inputs before decoding them (decompre
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)           # read once at import: os.umask can only be read by setting it
 MAX_ASPECT = 50            # a 10000 × 10 strip cannot be stylized meaningfully
-# Test-only fault hooks (tests/faults, docs/reliability.md); unset, they cost one getenv per write.
-FAULT_KILL_IN_WRITE = "NST_BATCH_FAULT_KILL_IN_WRITE"  # marker path: a worker SIGKILLs itself once
-FAULT_ENOSPC = "NST_BATCH_FAULT_ENOSPC"                # glob: writes to matching paths hit ENOSPC
 
 
 def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Tensor:
@@ -144,11 +138,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
-            _fault_disk_full(path, fh, data)
+            fault_hooks.disk_full(path, fh, data)        # test-only (fault_hooks.py)
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        _fault_kill_before_replace(path)
+        fault_hooks.kill_before_replace(path)           # test-only
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -182,25 +176,6 @@ def remove_partial_writes(paths: Iterable[Path]) -> int:
             except OSError:
                 pass
     return removed
-
-
-def _fault_disk_full(path: Path, fh: Any, data: bytes) -> None:
-    """Test-only: with NST_BATCH_FAULT_ENOSPC=<glob> matching `path`, fail like a full disk."""
-    pattern = os.environ.get(FAULT_ENOSPC)
-    if pattern and fnmatch.fnmatch(str(path), pattern):
-        fh.write(data[: len(data) // 2])   # a real full disk fails part-way through
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-
-
-def _fault_kill_before_replace(path: Path) -> None:
-    """Test-only: with NST_BATCH_FAULT_KILL_IN_WRITE=<marker>, the first worker process to write
-    an output image after its temp file is complete, before the replace, creates the marker and
-    dies by SIGKILL (once: an existing marker disarms it)."""
-    marker = os.environ.get(FAULT_KILL_IN_WRITE)
-    if (marker and path.suffix in (".png", ".jpg") and multiprocessing.parent_process() is not None
-            and not os.path.exists(marker)):
-        Path(marker).touch()
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,

@@ -154,8 +154,32 @@ def stylize_batch(feats: VGGFeatures, specs: Sequence[JobInput], precision: Prec
     return [j.result for j in jobs]  # type: ignore[misc]
 
 
+def _stage_targets(jobs: list[_Job], long_side: int) -> tuple[list[_Job], list[StyleTargets]]:
+    """Each job's targets for this stage; a job whose targets fail (say, a truncated style
+    image) fails alone and leaves the batch. Out of memory is the batch's problem, not the
+    job's: it propagates, and the caller retries with fewer jobs."""
+    kept, targets = [], []
+    for j in jobs:
+        try:
+            t = j.spec.targets(long_side)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except NSTError as err:
+            _fail(j, err)
+            continue
+        except Exception as err:  # a library error in one job's targets is still that job's
+            _fail(j, NSTError(f"style targets failed: {type(err).__name__}: {err}"))
+            continue
+        kept.append(j)
+        targets.append(t)
+    return kept, targets
+
+
 def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int, precision: Precision,
                progress_every: float, start: float) -> None:
+    jobs, targets = _stage_targets(jobs, long_side)
+    if not jobs:
+        return
     p0 = jobs[0].spec.params
     device_type = jobs[0].spec.content.device.type
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision.bf16)
@@ -167,8 +191,7 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     n, _, h, w = content_batch.shape
     with torch.no_grad(), autocast:
         content_targets = feats(_layout(content_batch, precision), p0.content_layers)
-    objective = Objective(feats, content_targets, [j.spec.targets(long_side) for j in jobs],
-                          [j.spec.params for j in jobs])
+    objective = Objective(feats, content_targets, targets, [j.spec.params for j in jobs])
     starts = []
     for j, c in zip(jobs, content):
         if stage == 0:

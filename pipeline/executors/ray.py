@@ -1,12 +1,12 @@
-"""Ray executor: the local Scheduler's contract, with workers as Ray actors on any node.
+"""Ray executor: the executor contract (base.py) with workers as Ray actors on any node.
 
-`RayScheduler.run(jobs, listener)` behaves like `Scheduler.run`: one actor per slot (one GPU
-each, CPU actors where there are none), each keeping its VGG across jobs; the parent hands
-each ready actor one job at a time, writes every image and sidecar into the output folder
-itself (so outputs land there whichever node made them), and applies the same rules: a job
-that raises is recorded as failed, an actor that dies is replaced and its job retried up to
-`retries` times, a job past `timeout` has its actor killed and is recorded as timed out,
-and StopFlags (Ctrl-C) stop dispatching or abort. Ray is imported lazily: it is an extra.
+One actor per slot (one GPU each, CPU actors where there are none), each running the same
+`JobRunner.run_group` as a local worker and keeping its VGG across groups, so a cluster runs
+the same groups, batch sizes and precision as one machine. The parent writes every image
+(from the bytes an actor returns) and every sidecar into the output folder itself, so outputs
+land there whichever node made them. Any Ray error of an actor's call (its death, Ray's
+OutOfMemoryError, a lost object) replaces the actor and hands its jobs back to the base's
+retry rules. Ray is imported lazily: it is an extra.
 """
 from __future__ import annotations
 
@@ -14,22 +14,22 @@ import hashlib
 import math
 import os
 import time
-from collections import deque
-from dataclasses import dataclass, field, replace
+import uuid
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..run.cache import default_cache_dir
+from .. import fault_hooks
 from ..errors import DeviceError, InputError, NSTError, OutputError
 from ..imaging import atomic_write_bytes
+from ..run.cache import default_cache_dir
 from ..run.jobs import Job, safe_join
-from .ray_actor import RayWorker, job_inputs
-from .local import Listener, Slot, StopFlags, plan_slots
-from ..run.worker import write_sidecar
-from .local_process import FAULT_KILL_ONCE
+from ..run.records import JobRecord, failed_record, now_iso
+from .base import Event, Executor, Slot
+from .local import plan_slots
+from .ray_actor import RayWorker, job_inputs, sweep_scratch
 
-POLL_SECONDS = 0.2
-PROGRESS_EVERY = 0.5   # seconds between progress questions to a busy actor
+PROGRESS_EVERY = 0.2   # seconds between questions to a busy actor for its events
 INSTALL_HINT = "--executor ray needs Ray: pip install 'nst-batch[ray]'"
 _started_here = False   # whether this process initialised Ray (then it also shuts it down)
 
@@ -103,21 +103,6 @@ def plan_ray_slots(devices: str | list[str], workers_per_device: int, workers: i
     return [replace(s, threads=threads) if s.device == "cpu" else s for s in slots]
 
 
-@dataclass
-class _Actor:
-    slot: Slot
-    handle: Any = None
-    ready_ref: Any = None
-    ready: bool = False
-    job: Job | None = None
-    run_ref: Any = None
-    progress_ref: Any = None
-    asked: float = 0.0
-    started: float = 0.0
-    startup_failures: int = 0
-    dead: bool = False
-
-
 class _Inputs:
     """Each input file goes into the object store once, and leaves it when no job needs it."""
 
@@ -141,66 +126,39 @@ class _Inputs:
 
     def release(self, job: Job) -> None:
         for path in job_inputs(job):
-            self.users[path] -= 1
+            self.users[path] = self.users.get(path, 1) - 1
             if self.users[path] <= 0:
                 self.refs.pop(path, None)
 
 
 @dataclass
-class RayScheduler:
-    slots: list[Slot]
-    output_dir: Path
-    cache_dir: Path | None
-    retries: int = 2
-    timeout: float | None = None
-    flags: StopFlags = field(default_factory=StopFlags)
-    address: str | None = None
+class _Actor:
+    handle: Any
+    ready_ref: Any = None
+    run_ref: Any = None
+    events_ref: Any = None
+    asked: float = 0.0
 
-    def run(self, jobs: list[Job], listener: Listener) -> dict[str, int]:
-        """Run `jobs` to completion (or until stopped); returns counts of what happened."""
+
+class RayExecutor(Executor):
+    def __init__(self, *args: Any, address: str | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.address = address
+
+    def open(self, jobs: list[Job]) -> None:
         self.ray = _connect(self.address)
-        self.listener = listener
-        self.attempts: dict[str, int] = {}
-        self.counts = {"done": 0, "failed": 0, "retried": 0, "respawned": 0}
-        # Resolved here, not on the nodes: every actor uses the folder the user named (or this
-        # machine's default), which is what makes a shared cache folder shared.
-        self.cache = str(self.cache_dir or default_cache_dir())
+        # Every actor uses the same cache folder: the one the user named (or this machine's
+        # default), which is what makes a shared cache folder shared.
+        self.cache = str(self.options.cache_dir or default_cache_dir())
         self.inputs = _Inputs(self.ray, jobs)
         self.actor_class = self.ray.remote(RayWorker)
-        self.pending: deque[Job] = deque(jobs)
-        actors = [_Actor(slot) for slot in self.slots]
-        for a in actors:
-            self._start(a)
-        try:
-            while self.pending or any(a.job for a in actors):
-                if self.flags.abort:
-                    for a in actors:
-                        if a.job is not None:
-                            # Back to pending: the parent writes outputs, so nothing partial exists.
-                            self._kill(a)
-                            a.job = None
-                    break
-                if not self.flags.stop:
-                    for a in actors:
-                        if a.ready and a.job is None and self.pending:
-                            self._dispatch(a, self.pending.popleft())
-                elif not any(a.job for a in actors):
-                    break
-                self._poll(actors)
-                self._check_timeouts(actors)
-        finally:
-            self._shutdown(actors)
-            if _started_here:
-                # Inside the caller's Ctrl-C handling, not in Ray's atexit hook, where a second
-                # Ctrl-C would print a traceback.
-                _disconnect(self.ray)
-        return self.counts
+        self.actors: dict[int, _Actor] = {}
+        self.local_events: list[Event] = []       # records made here (an input that cannot be read)
+        self.run_id = uuid.uuid4().hex[:12]
 
-    # --- actors -------------------------------------------------------------------------
-
-    def _start(self, a: _Actor) -> None:
+    def start_slot(self, slot: Slot) -> None:
         options: dict[str, Any] = {"max_concurrency": 2, "num_cpus": 1}
-        device = a.slot.device
+        device = slot.device
         if device.startswith("cuda"):
             # Ray picks the GPU and sets CUDA_VISIBLE_DEVICES: inside, it is always cuda:0.
             share = math.ceil(sum(s.device.startswith("cuda") for s in self.slots)
@@ -208,145 +166,116 @@ class RayScheduler:
             options["num_gpus"] = 1 / max(1, share)
             device = "cuda:0"
         else:
-            options["num_cpus"] = max(1, a.slot.threads)
-        # The test-only fault hook reaches actors as it reaches local workers: from our environment.
-        forwarded = {k: os.environ[k] for k in (FAULT_KILL_ONCE,) if k in os.environ}
-        if forwarded:
-            options["runtime_env"] = {"env_vars": forwarded}
-        a.handle = self.actor_class.options(**options).remote(device, self.cache, a.slot.threads)
-        a.ready_ref, a.ready, a.job, a.run_ref, a.progress_ref = a.handle.node.remote(), False, None, None, None
+            options["num_cpus"] = max(1, slot.threads)
+        # Test-only fault hooks reach actors as they reach local workers: from our environment.
+        if fault_hooks.forwarded_env():
+            options["runtime_env"] = {"env_vars": fault_hooks.forwarded_env()}
+        handle = self.actor_class.options(**options).remote(device, self.cache, slot.threads,
+                                                            self.options.worker_options(), self.run_id)
+        self.actors[slot.index] = _Actor(handle, ready_ref=handle.node.remote())
 
-    def _kill(self, a: _Actor) -> None:
-        if a.handle is not None:
-            self.ray.kill(a.handle, no_restart=True)
-        a.handle = a.ready_ref = a.run_ref = a.progress_ref = None
-        a.ready = False
-
-    def _shutdown(self, actors: list[_Actor]) -> None:
-        live = [a for a in actors if a.handle is not None and a.ready and a.job is None]
-        try:
-            if live:
-                self.ray.wait([a.handle.close.remote() for a in live], num_returns=len(live), timeout=10)
-        except Exception:  # cleanup of scratch folders is best effort; new actors sweep them too
-            pass
-        for a in actors:
-            self._kill(a)
-
-    # --- jobs ---------------------------------------------------------------------------
-
-    def _dispatch(self, a: _Actor, job: Job) -> None:
-        self.attempts[job.job_id] = self.attempts.get(job.job_id, 0) + 1
-        a.job, a.started, a.asked = job, time.time(), time.time()
-        self.listener.job_started(a.slot, job)
-        try:
-            inputs = self.inputs.for_job(job)
-        except NSTError as err:
-            a.job = None
-            self._failed(job, str(err), "failed", a, None)
-            return
-        a.run_ref = a.handle.run.remote(job, inputs, self.attempts[job.job_id])
-
-    def _poll(self, actors: list[_Actor]) -> None:
-        refs = [r for a in actors for r in (a.ready_ref, a.run_ref, a.progress_ref) if r is not None]
-        if not refs:
-            time.sleep(POLL_SECONDS)
-            return
-        done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=POLL_SECONDS)
-        done = set(done)
-        for a in actors:
-            if a.ready_ref is not None and a.ready_ref in done:
-                self._on_ready(a, actors)
-            if a.progress_ref is not None and a.progress_ref in done:
-                ref, a.progress_ref = a.progress_ref, None
-                try:
-                    state = self.ray.get(ref)
-                except self.ray.exceptions.RayError:
-                    state = None   # a dead actor: its run reference says so
-                if state is not None and a.job is not None and state[0] == a.job.job_id:
-                    self.listener.job_progress(a.slot, a.job, *state[1:])
-            if a.run_ref is not None and a.run_ref in done:
-                self._on_result(a)
-            elif a.job is not None and a.progress_ref is None and time.time() - a.asked >= PROGRESS_EVERY:
-                a.asked, a.progress_ref = time.time(), a.handle.progress.remote()
-
-    def _on_ready(self, a: _Actor, actors: list[_Actor]) -> None:
-        ref, a.ready_ref = a.ready_ref, None
-        try:
-            self.ray.get(ref)
-        except self.ray.exceptions.RayError as err:
-            self._kill(a)
-            a.startup_failures += 1
-            self._message(f"ray actor {a.slot.index} ({a.slot.device}) failed to start: {_first_line(err)}")
-            if a.startup_failures >= 3:
-                a.dead = True
-                if all(x.dead for x in actors):
-                    raise DeviceError("every Ray actor failed to start (see the messages above); "
-                                      "check that nst-batch is installed on every node, or use --device cpu")
-                return
-            self.counts["respawned"] += 1
-            self._start(a)
-            return
-        a.ready, a.startup_failures = True, 0
-
-    def _on_result(self, a: _Actor) -> None:
-        ref, job, a.run_ref, a.job = a.run_ref, a.job, None, None
-        try:
-            kind, record, image = self.ray.get(ref)
-        except self.ray.exceptions.RayActorError as err:
-            self._died(a, job, err)
-            return
-        except self.ray.exceptions.RayError as err:   # e.g. a result that could not be sent back
-            self._failed(job, f"ray task failed: {_first_line(err)}", "failed", a, None)
-            return
-        if kind == "failed":
-            self._failed(job, record["error"], "failed", a, record)
-            return
-        try:
-            # Image first, then its sidecar, each atomic: a sidecar always means a whole image.
+    def send(self, slot: Slot, jobs: list[Job]) -> None:
+        a = self.actors[slot.index]
+        runnable, inputs = [], {}
+        for job in jobs:
             try:
-                atomic_write_bytes(safe_join(self.output_dir, job.output), image)
+                inputs.update(self.inputs.for_job(job))
+                runnable.append(job)
+            except NSTError as err:
+                self.local_events += [("started", slot.index, job.job_id, None), ("record", slot.index, job.job_id,
+                                      failed_record(job, err, slot.device, now_iso(), 0.0))]
+        a.run_ref = a.handle.run_group.remote(runnable, inputs) if runnable else None
+        a.asked = time.monotonic()
+
+    def poll(self, timeout: float) -> list[Event]:
+        events, self.local_events = self.local_events, []
+        now = time.monotonic()
+        for a in self.actors.values():
+            if a.run_ref is not None and a.events_ref is None and now - a.asked >= PROGRESS_EVERY:
+                a.events_ref, a.asked = a.handle.events.remote(), now
+        refs = [r for a in self.actors.values() for r in (a.ready_ref, a.events_ref, a.run_ref) if r is not None]
+        if not refs:
+            time.sleep(timeout)
+            return events
+        done = set(self.ray.wait(refs, num_returns=len(refs), timeout=timeout)[0])
+        for index, a in list(self.actors.items()):
+            try:
+                if a.ready_ref in done:
+                    ref, a.ready_ref = a.ready_ref, None
+                    self.ray.get(ref)
+                    events.append(("ready", index, None, None))
+                if a.events_ref in done:
+                    ref, a.events_ref = a.events_ref, None
+                    events += self._translate(index, self.ray.get(ref))
+                if a.run_ref in done:
+                    ref, a.run_ref = a.run_ref, None
+                    self.ray.get(ref)
+                    # The group is over: collect what it said since the last question.
+                    events += self._translate(index, self.ray.get(a.handle.events.remote()))
+            except self.ray.exceptions.RayError as err:
+                # The actor died, or Ray killed its task (OutOfMemoryError) and it may be dead:
+                # replace it either way; the base retries its jobs.
+                self._kill(index)
+                events.append(("exited", index, None, f"ray actor lost ({type(err).__name__}: {_first_line(err)})"))
+        return events
+
+    def _translate(self, index: int, raw: list[tuple[str, str, Any]]) -> list[Event]:
+        events: list[Event] = []
+        for kind, job_id, payload in raw:
+            if kind == "record":
+                payload = self._write_image(*payload)
+            events.append((kind, index, job_id, payload))
+        return events
+
+    def _write_image(self, record: JobRecord, image: bytes | None) -> JobRecord:
+        """The image first, then (in the listener) its sidecar, each atomic."""
+        job = self._job(record.job_id)
+        if job is None:
+            return record       # a job already given up on (timed out): the base ignores it
+        self.inputs.release(job)
+        if image is None:
+            return record
+        try:
+            target = safe_join(self.output_dir, job.output)
+            try:
+                atomic_write_bytes(target, image)
             except OSError as err:
-                raise OutputError(f"cannot write {self.output_dir / job.output}: {err.strerror or err}") from None
-            write_sidecar(safe_join(self.output_dir, job.sidecar), record)
+                raise OutputError(f"cannot write {target}: {err.strerror or err}") from None
         except NSTError as err:
-            self._failed(job, str(err), "failed", a, None)
+            return failed_record(job, err, record.device, record.started_at, record.seconds)
+        return record
+
+    def _job(self, job_id: str) -> Job | None:
+        return next((w.held[job_id] for w in self.workers if job_id in w.held), None)
+
+    def stop_slot(self, slot: Slot, kill: bool) -> None:
+        a = self.actors.get(slot.index)
+        if a is None:
             return
-        self.counts["done"] += 1
-        self.inputs.release(job)
-        self.listener.job_finished(job, record, self.attempts[job.job_id])
+        if not kill and a.ready_ref is None and a.run_ref is None:
+            try:   # its scratch folder: best effort, the sweep at the end removes it too
+                self.ray.wait([a.handle.close.remote()], timeout=10)
+            except self.ray.exceptions.RayError:
+                pass
+        self._kill(slot.index)
 
-    def _died(self, a: _Actor, job: Job, err: Exception) -> None:
-        self._kill(a)
-        self.counts["respawned"] += 1
-        reason = f"ray actor died ({type(err).__name__})"
-        attempt = self.attempts[job.job_id]
-        if attempt <= self.retries:
-            self.counts["retried"] += 1
-            self.listener.job_retry(job, reason, attempt)
-            self.pending.appendleft(job)
-        else:
-            self._failed(job, f"{reason}, {attempt} attempts", "failed", a, None)
-        self._start(a)
+    def _kill(self, index: int) -> None:
+        a = self.actors.pop(index, None)
+        if a is not None:
+            try:
+                self.ray.kill(a.handle, no_restart=True)
+            except Exception:  # already gone
+                pass
 
-    def _failed(self, job: Job, error: str, status: str, a: _Actor, record: dict[str, Any] | None) -> None:
-        self.counts["failed"] += 1
-        self.inputs.release(job)
-        self.listener.job_failed(job, error, status, self.attempts[job.job_id], a.slot.device,
-                                 a.started, record)
-
-    def _check_timeouts(self, actors: list[_Actor]) -> None:
-        for a in actors:
-            if a.job is not None and self.timeout and time.time() - a.started > self.timeout:
-                job, a.job = a.job, None
-                self._kill(a)
-                self._failed(job, f"timed out after {self.timeout:g}s (killed)", "timeout", a, None)
-                self.counts["respawned"] += 1
-                self._start(a)
-
-    def _message(self, text: str) -> None:
-        # The Listener protocol has no message channel; batch's listener carries the display.
-        display = getattr(getattr(self.listener, "display", None), "message", None)
-        (display or print)(text)
+    def close(self) -> None:
+        for index in list(self.actors):
+            self._kill(index)
+        self.inputs.refs.clear()
+        sweep_scratch(self.run_id, all_of_run=True)    # this node's leftovers of killed actors
+        if _started_here:
+            # Inside the caller's Ctrl-C handling, not in Ray's atexit hook, where a second
+            # Ctrl-C would print a traceback.
+            _disconnect(self.ray)
 
 
 def _first_line(err: BaseException) -> str:

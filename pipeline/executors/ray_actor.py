@@ -1,29 +1,32 @@
 """The body of one Ray actor: a JobRunner on one device, fed input bytes, returning image bytes.
 
-The Ray counterpart of worker_process.py. Nodes need no shared storage for inputs or outputs:
-the parent sends each input file once per run as a Ray object, the actor writes it into a
-node-local scratch folder named by its sha256 (so a style used by many jobs is written once
-per actor), runs the job there, and returns the image bytes and the record for the parent to
-write into the output folder. Ray is imported by the caller only; nothing here needs it at
-import time except `ray.get` inside `run`.
+The Ray counterpart of local_process.py, running the same `JobRunner.run_group`. Nodes need no
+shared storage for inputs or outputs: the parent sends each input file once per run as a Ray
+object, the actor writes it into its own scratch folder named by its sha256 (so a style used
+by many jobs is written once per actor), runs the group there, and hands back each job's
+record and image bytes for the parent to write into the output folder.
+
+The scratch folder is private to this actor: `tempfile.mkdtemp` (mode 0700, a fresh name,
+never an existing path or symlink) named `nst-batch-<run id>-<pid>-…`. An actor removes its
+own at `close`; folders of killed actors of the same run are swept by later actors of that
+run on the node and by the parent, only when they are real folders owned by this user.
+Ray is imported by the caller only; nothing here needs it at import time.
 """
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
+import stat
 import tempfile
-import time
-import traceback
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..run.jobs import INIT_KEYWORDS, Job, StyleRef
-from .local_process import FAULT_KILL_ONCE
 
-SCRATCH_ROOT = "nst-batch-ray"   # under the node's temp folder: <tmp>/nst-batch-ray/<pid>/
+SCRATCH_PREFIX = "nst-batch-"
 
 
 def job_inputs(job: Job) -> list[str]:
@@ -44,13 +47,13 @@ def relocate(job: Job, local: dict[str, str]) -> Job:
 
 
 class RayWorker:
-    """One device, one JobRunner (the VGG stays loaded across jobs), one scratch folder.
+    """One device, one JobRunner (the VGG stays loaded across groups), one scratch folder.
 
-    Created as a threaded Ray actor (max_concurrency=2) so that `progress` answers while
-    `run` works; the parent never sends a second `run` before the first returns.
+    Created as a threaded Ray actor (max_concurrency=2) so that `events` answers while
+    `run_group` works; the parent never sends a second group before the first returns.
     """
 
-    def __init__(self, device: str, cache_dir: str, threads: int):
+    def __init__(self, device: str, cache_dir: str, threads: int, options: dict[str, Any], run_id: str):
         import torch
 
         from ..run.cache import StyleTargetCache
@@ -58,79 +61,91 @@ class RayWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        self.runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir))
-        self.scratch = _make_scratch()
-        self.state: tuple[str, int, int, float] | None = None   # job_id, step, total, loss
+        self.runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir), **options)
+        sweep_scratch(run_id)
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{run_id}-{os.getpid()}-"))
+        self._events: list[tuple[str, str, Any]] = []
+        self._lock = threading.Lock()
 
     def node(self) -> str:
         """The host this actor runs on; answering at all means the actor has started."""
         return socket.gethostname()
 
-    def progress(self) -> tuple[str, int, int, float] | None:
-        return self.state
+    def events(self) -> list[tuple[str, str, Any]]:
+        """The events since the last call: ("record", job_id, (record, image bytes)) for records."""
+        with self._lock:
+            out, self._events = self._events, []
+        return out
 
-    def run(self, job: Job, inputs: dict[str, tuple[str, Any]], attempt: int) -> tuple[str, dict[str, Any], bytes | None]:
-        """("done", record, image bytes) or ("failed", record, None); never raises for a job's fault."""
+    def run_group(self, jobs: list[Job], inputs: dict[str, tuple[str, Any]]) -> None:
         import ray
 
-        from ..errors import NSTError
-        from ..run.worker import failure_record, iso_time
+        from ..errors import InputError
+        from ..imaging import atomic_write_bytes
+        from ..run.records import failed_record, now_iso, relabel
 
-        started, t0 = time.time(), time.perf_counter()
-        local: dict[str, str] = {}
-        image_path = self.scratch / f"{job.job_id}{Path(job.output).suffix}"
-        fault = os.environ.get(FAULT_KILL_ONCE)
+        originals = {job.job_id: job for job in jobs}
+        copies: dict[str, str] = {}
+        runnable = []
+        for job in jobs:
+            try:
+                for path in job_inputs(job):
+                    if path not in copies:
+                        sha, ref = inputs[path]
+                        target = self.scratch / f"{sha}{Path(path).suffix.lower()}"
+                        if not target.exists():
+                            atomic_write_bytes(target, ray.get(ref))
+                        copies[path] = str(target)
+            except OSError as err:
+                error = InputError(f"cannot copy the inputs to {self.scratch}: {err.strerror or err}")
+                self._add(("started", job.job_id, None))
+                self._add(("record", job.job_id, (failed_record(job, error, str(self.runner.device),
+                                                                now_iso(), 0.0), None)))
+                continue
+            runnable.append(relocate(job, copies))
+        renames = {copy: original for original, copy in copies.items()}
 
-        def progress(p: Any) -> None:
-            if fault and p.step >= 2 and not os.path.exists(fault):
-                Path(fault).touch()   # test-only: die mid-job once, like worker_process does
-                os.kill(os.getpid(), signal.SIGKILL)
-            self.state = (job.job_id, p.step, p.total, p.losses["total"])
+        def emit(event: tuple[str, str, Any]) -> None:
+            kind, job_id, payload = event
+            if kind == "record":
+                image = self.scratch / originals[job_id].output
+                data = image.read_bytes() if payload.done else None
+                image.unlink(missing_ok=True)
+                payload = (relabel(payload, originals[job_id], renames), data)
+            self._add((kind, job_id, payload))
 
-        try:
-            for path, (sha, ref) in inputs.items():
-                local[path] = str(self._materialize(path, sha, ref, ray))
-            record = self.runner.run(relocate(job, local), image_path, None, progress,
-                                     extra={"attempts": attempt})
-            return "done", {**record, **job.describe()}, image_path.read_bytes()
-        except NSTError as err:
-            message = str(err)
-        except Exception as err:  # a bug or an unexpected library error: record it, keep serving
-            detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
-            message = f"{type(err).__name__}: {err}" if str(err) else detail
-        finally:
-            self.state = None
-            image_path.unlink(missing_ok=True)
-        # Errors name the file the user knows, not its scratch copy.
-        for original, copy in local.items():
-            message = message.replace(copy, original)
-        record = failure_record(job, message, str(self.runner.device), iso_time(started),
-                                time.perf_counter() - t0)
-        return "failed", {**record, "attempts": attempt}, None
+        self.runner.run_group(runnable, self.scratch, emit)
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def _materialize(self, path: str, sha: str, ref: Any, ray: Any) -> Path:
-        target = self.scratch / f"{sha}{Path(path).suffix.lower()}"
-        if not target.exists():
-            from ..imaging import atomic_write_bytes
-
-            atomic_write_bytes(target, ray.get(ref))
-        return target
+    def _add(self, event: tuple[str, str, Any]) -> None:
+        with self._lock:
+            self._events.append(event)
 
 
-def _make_scratch() -> Path:
-    """<tmp>/nst-batch-ray/<pid>/, after removing those of actors that are gone (killed ones)."""
-    root = Path(tempfile.gettempdir()) / SCRATCH_ROOT
-    root.mkdir(parents=True, exist_ok=True)
-    for folder in root.iterdir():
-        if folder.name.isdigit() and not _alive(int(folder.name)):
-            shutil.rmtree(folder, ignore_errors=True)
-    scratch = root / str(os.getpid())
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
-    return scratch
+def sweep_scratch(run_id: str, all_of_run: bool = False) -> None:
+    """Remove this run's scratch folders whose actor is gone (killed), or with `all_of_run`
+    (the run is over) every one: real folders owned by this user only, never a symlink or
+    another user's folder."""
+    root = Path(tempfile.gettempdir())
+    prefix = f"{SCRATCH_PREFIX}{run_id}-"
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid = entry.name[len(prefix):].split("-", 1)[0]
+        try:
+            st = os.lstat(entry.path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or (
+                not all_of_run and pid.isdigit() and _alive(int(pid))):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
@@ -139,5 +154,5 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True   # another user's process: not ours to clean
+        return True
     return True

@@ -1,14 +1,13 @@
-"""`run`, `plan` and `status` of a manifest: manifest → jobs → scheduler → index.
+"""`run`, `plan` and `status` of a manifest: manifest → jobs → executor → index → views.
 
-Resume is the default: a job whose image and `done` sidecar both exist is skipped. The parent
-alone writes the index; workers write images and `done` sidecars; the parent writes the
-sidecars of failed jobs. A lock file keeps two runs out of one output folder.
+Resume is the default: a job whose image and `done` sidecar both exist is skipped. Workers
+write images; the parent alone writes sidecars (each after its image: the completion marker)
+and the index. A lock file keeps two runs out of one output folder.
 """
 from __future__ import annotations
 
 import json
 import signal
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,9 @@ from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
 from ..manifest.schema import Manifest, load_manifest
 from ..views.progress import RunDisplay
-from ..executors.local import Scheduler, Slot, StopFlags, plan_slots
+from ..executors.base import ExecutorOptions, Slot, StopFlags
+from ..executors.local import LocalExecutor, plan_slots
+from .records import JobRecord, failed_record, write_sidecar
 
 LOCK_NAME = ".nst-batch.lock"
 
@@ -108,7 +109,7 @@ class RunOptions:
 
 
 class _Listener:
-    """Connects scheduler events to the index, the failure sidecars and the display."""
+    """Connects the executor's events to the sidecars, the index and the display."""
 
     def __init__(self, output_dir: Path, index: ResultsIndex, display: RunDisplay):
         self.output_dir, self.index, self.display = output_dir, index, display
@@ -121,30 +122,31 @@ class _Listener:
     def job_progress(self, slot: Slot, job: Job, step: int, total: int, loss: float) -> None:
         self.display.job_progress(slot, job, step, total, loss)
 
-    def job_finished(self, job: Job, record: dict[str, Any], attempts: int) -> None:
-        self.index.upsert({**record, "attempts": attempts})
-        self.display.job_finished(self.slot_of.pop(job.job_id, None), job, record)
-
-    def job_failed(self, job: Job, error: str, status: str, attempts: int, device: str,
-                   started: float, record: dict[str, Any] | None) -> None:
-        # Here, not at the top: worker.py loads torch, and validate, plan and status must not.
-        from .worker import failure_record, iso_time, write_sidecar
-
-        if record is None:
-            record = failure_record(job, error, device, iso_time(started), time.time() - started, status)
-        record = {**record, "attempts": attempts}
-        remove_partial_writes(final_paths(self.output_dir, [job]))   # a timed-out worker's temp files
+    def job_recorded(self, job: Job, record: JobRecord) -> None:
+        """The sidecar (the completion marker, after the image), then the index row."""
+        if not record.done:
+            remove_partial_writes(final_paths(self.output_dir, [job]))   # a killed worker's temp files
         try:
             write_sidecar(safe_join(self.output_dir, job.sidecar), record)
         except NSTError as err:
             self.display.message(f"warning: {err}")
-        self.index.upsert(record)
-        self.display.job_failed(self.slot_of.pop(job.job_id, None), job, status, record["error"])
+            if record.done:   # a whole image without its sidecar is unfinished: the next run redoes it
+                record = failed_record(job, err, record.device, record.started_at,
+                                       record.seconds).tried(record.attempts)
+        self.index.upsert(record.as_dict())
+        slot = self.slot_of.pop(job.job_id, None)
+        if record.done:
+            self.display.job_finished(slot, job, record.as_dict())
+        else:
+            self.display.job_failed(slot, job, record.status, record.error or record.status)
 
     def job_retry(self, job: Job, error: str, attempt: int) -> None:
         self.slot_of.pop(job.job_id, None)
         remove_partial_writes(final_paths(self.output_dir, [job]))     # the dead worker's temp files
         self.display.message(f"retry  {job.job_id[:8]}: {error} (attempt {attempt} failed)")
+
+    def message(self, text: str) -> None:
+        self.display.message(text)
 
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
@@ -193,12 +195,13 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
     else:
         todo = state.pending + (state.failed if options.retry_failed else [])
     if options.executor == "ray":
-        from ..executors.ray import RayScheduler as Executor, plan_ray_slots
+        from ..executors.ray import RayExecutor as Executor, plan_ray_slots
 
         slots = plan_ray_slots(options.devices or manifest.devices, manifest.workers_per_device,
                                options.workers, options.address, connect=bool(todo))
+        where: dict[str, Any] = {"address": options.address}
     else:
-        Executor = Scheduler
+        Executor, where = LocalExecutor, {}
         slots = plan_slots(options.devices or manifest.devices, manifest.workers_per_device,
                            options.workers, _cuda_count)
     summary = {"output": str(out), "jobs": len(jobs), "skipped_done": len(jobs) - len(todo) - (
@@ -225,22 +228,17 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         display = display or RunDisplay(len(todo), slots, live=options.live)
         listener = _Listener(out, index if not sharded else _NoIndex(), display)
         flags = StopFlags()
-        scheduler = Executor(slots, out, options.cache_dir,
-                              retries=manifest.retries if options.retries is None else options.retries,
-                              timeout=options.timeout if options.timeout is not None else manifest.timeout,
-                              flags=flags, **_speed_options(options, Executor))
+        settings = ExecutorOptions(
+            retries=manifest.retries if options.retries is None else options.retries,
+            timeout=options.timeout if options.timeout is not None else manifest.timeout,
+            cache_dir=options.cache_dir, batch_size=options.batch_size, precision=options.precision,
+            compile=options.compile)
+        executor = Executor(slots, out, settings, flags, **where)
         with display, _interrupts(flags, options.now, display):
-            counts = scheduler.run(todo, listener)
+            counts = executor.run(todo, listener)
     interrupted = flags.stop or flags.abort
     return {**summary, **counts, "interrupted": interrupted,
             "views": [] if sharded else write_views(manifest, display)}
-
-
-def _speed_options(options: RunOptions, executor: type) -> dict[str, Any]:
-    """Batching and precision apply to the local executor's workers (docs/performance.md)."""
-    if executor is not Scheduler:
-        return {}
-    return {"batch_size": options.batch_size, "precision": options.precision, "compile": options.compile}
 
 
 def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[str]:

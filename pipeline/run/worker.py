@@ -1,36 +1,46 @@
-"""Run jobs on one device: the VGG is loaded once per (weights, pooling) and reused across jobs.
+"""Run jobs on one device: a group of jobs in, one record per job out.
 
-`JobRunner.run_batch(tasks)` loads the inputs, gets style targets through the cache, runs
-compatible jobs together in one batch through the pure core, and writes each image and then
-its JSON sidecar, each atomically, as soon as that job finishes. The sidecar is the completion
-marker: an image without one is treated as unfinished.
+`JobRunner.run_group(jobs, root, emit)` is all an executor's worker calls. The VGG is loaded
+once per (weights, pooling) and kept across groups; compatible jobs run together in one
+batch through the pure core; each job's image is written (atomically) under `root` as soon
+as that job finishes, and `emit` receives, per job, ("started", job_id, None) when its work
+begins, ("progress", job_id, (step, total, loss)) while it runs, and exactly one
+("record", job_id, JobRecord) at the end. The executor writes the sidecar, the completion
+marker, once it has stamped the attempts.
+
+Failures stay with their job: an unreadable image, a bad style, a diverged loss or an
+out-of-memory error at batch size 1 make a failed record for that job only. Out of memory in
+a larger batch frees the device (outside the `except` block, so no traceback keeps the
+failed batch's tensors alive) and runs the unfinished jobs again in two halves.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import torch
 
-from .. import __version__, imaging
-from ..engine import losses, pixels
-from . import memory
-from .cache import StyleTargetCache, key_for
-from ..errors import DeviceError, NSTError, OutputError
+from .. import __version__, fault_hooks, imaging
+from ..engine import pixels
 from ..engine.features import VGGFeatures
-from .jobs import Job
-from .grouping import batch_key
-from ..engine.objective import style_grams
 from ..engine.optimize import JobInput, Precision, Progress, stylize_batch
+from ..errors import DeviceError, NSTError
+from . import memory
+from .cache import StyleTargetCache
+from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
+from .grouping import batch_key
+from .jobs import Job, safe_join
+from .records import JobRecord, done_record, failed_record, now_iso, write_sidecar
+from .targets import targets_fn
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
-MAX_BATCH = 32
+Event = tuple[str, str, Any]          # (kind, job_id, payload)
+Emit = Callable[[Event], None]
 log = logging.getLogger(__name__)
+__all__ = ["JobRunner", "Event", "MAX_BATCH", "resolve_device", "safe_join"]
 
 
 def _compiled(net: VGGFeatures) -> VGGFeatures:
@@ -58,34 +68,20 @@ def resolve_device(spec: str) -> torch.device:
     raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
 
 
-def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+class _Item:
+    """One job inside a group: where its image goes and, once prepared, its device inputs."""
 
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class Task:
-    """One job as a worker runs it: where it writes, whom it tells."""
-    job: Job
-    image_path: Path
-    sidecar_path: Path | None = None
-    progress: Callable[[Progress], None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class _Prepared:
-    """A task with its inputs loaded and its targets function ready."""
-
-    def __init__(self, task: Task, content: torch.Tensor, init: torch.Tensor | None, targets, hits: list[bool]):
-        self.task, self.content, self.init, self.targets, self.hits = task, content, init, targets, hits
+    def __init__(self, job: Job, image_path: Path | None):
+        self.job, self.image_path = job, image_path
+        self.content: torch.Tensor | None = None
+        self.init: torch.Tensor | None = None
+        self.targets: Any = None
+        self.hits: list[bool] = []
         self.started_at, self.t0 = now_iso(), time.perf_counter()
 
 
 class JobRunner:
-    """Holds the networks and the cache of one worker; runs jobs alone or several per batch.
+    """Holds the networks and the cache of one worker; runs groups of jobs, batched.
 
     `batch_size`: None picks it from the device (1 on CPU, where batching gains nothing; on CUDA
     from the free memory and a measured per-image footprint); `precision`: auto | fp32 | bf16.
@@ -97,7 +93,7 @@ class JobRunner:
         self.batch_size, self.compile = batch_size, compile
         self.precision = Precision.for_device(device, precision)
         self._nets: dict[tuple[str, str], VGGFeatures] = {}
-        self._footprints: dict[Any, int] = {}
+        self._footprints: dict[Hashable, int] = {}
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True   # fixed shapes per batch: autotuning pays off
 
@@ -112,185 +108,198 @@ class JobRunner:
             self._nets[key] = net
         return self._nets[key]
 
-    def run(self, job: Job, image_path: Path, sidecar_path: Path | None,
-            progress: Callable[[Progress], None] | None = None,
-            extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run one job, write its image and (if asked) its sidecar; returns the record or raises."""
-        outcome: list[dict[str, Any] | NSTError] = []
-        self.run_batch([Task(job, image_path, sidecar_path, progress, dict(extra or {}))],
-                       lambda task, result: outcome.append(result))
-        if isinstance(outcome[0], NSTError):
-            raise outcome[0]
-        return outcome[0]
+    # --- the interface executors use -----------------------------------------------------
 
-    def run_batch(self, tasks: list[Task], report: Callable[[Task, dict[str, Any] | NSTError], None],
-                  started: Callable[[Task], None] | None = None) -> None:
-        """Run tasks, batching the compatible ones; `report(task, record or error)` once per task,
-        as soon as that task is finished (a job that finishes early does not wait for its batch)."""
-        prepared: list[_Prepared] = []
-        for task in tasks:
-            try:
-                prepared.append(self._prepare(task))
+    def run_group(self, jobs: list[Job], root: Path, emit: Emit) -> None:
+        """Run `jobs`, writing images under `root`; exactly one record per job through `emit`."""
+        items, reported = [], set()
+
+        def tell(event: Event) -> None:
+            if event[0] == "record":
+                reported.add(event[1])
+            emit(event)
+
+        for job in jobs:
+            try:   # a bad output path fails its own job, not its batch-mates
+                items.append(_Item(job, safe_join(root, job.output)))
             except NSTError as err:
-                report(task, err)
-        groups: dict[Any, list[_Prepared]] = {}
-        for item in prepared:
-            shape = tuple(item.content.shape[-2:])
-            groups.setdefault(batch_key(item.task.job, shape), []).append(item)
-        for items in groups.values():
-            size = self._capacity(items[0])
-            for i in range(0, len(items), size):
-                self._run_chunk(items[i:i + size], report, started)
+                tell(("started", job.job_id, None))
+                tell(("record", job.job_id, self._failed(_Item(job, None), err)))
+        try:
+            self._run_items(items, tell)
+        except Exception as err:  # a bug or an unexpected library error: record it, keep serving
+            for item in items:
+                if item.job.job_id not in reported:
+                    tell(("record", item.job.job_id, self._failed(item, err)))
 
-    def _prepare(self, task: Task) -> _Prepared:
-        job, p = task.job, task.job.params
-        feats = self.features(p.weights, p.pooling)
-        content = imaging.read_image(job.content, long_side_hint=p.size).to(self.device)
-        # A clear refusal naming the size that fits, not an out-of-memory error mid-job.
-        memory.check_fits(p, tuple(content.shape[-2:]), self.device, bf16=self.precision.bf16)
-        init = None
-        if p.init not in ("content", "noise"):
-            init = imaging.read_image(p.init, long_side_hint=p.size).to(self.device)
-        hits: list[bool] = []
-        return _Prepared(task, content, init, self._targets_fn(feats, job, content, hits), hits)
+    def run(self, job: Job, image_path: Path, sidecar_path: Path | None = None,
+            progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+        """Run one job, write its image (and, if asked, its sidecar); the record, or raise."""
+        outcome: list[JobRecord] = []
+        error: list[BaseException] = []
 
-    def _run_chunk(self, items: list[_Prepared], report, started) -> None:
-        p = items[0].task.job.params
-        feats = self.features(p.weights, p.pooling)
-        pending = {id(item): item for item in items}
+        def emit(event: Event) -> None:
+            kind, _, payload = event
+            if kind == "record":
+                outcome.append(payload)
+            elif kind == "progress" and progress is not None:
+                progress(payload)
+
+        self._run_items([_Item(job, Path(image_path))], emit, raw_progress=True, errors=error)
+        if error:
+            raise error[0]
+        record = outcome[0].tried(1)
+        if sidecar_path is not None:
+            write_sidecar(sidecar_path, record)
+        return record.as_dict()
+
+    # --- groups, chunks, halves ------------------------------------------------------------
+
+    def _run_items(self, items: list[_Item], emit: Emit, raw_progress: bool = False,
+                   errors: list[BaseException] | None = None) -> None:
+        by_key: dict[Hashable, list[_Item]] = {}
         for item in items:
-            item.started_at, item.t0 = now_iso(), time.perf_counter()
-            if started is not None:
-                started(item.task)
+            by_key.setdefault(batch_key(item.job, imaging.image_shape(item.job.content)), []).append(item)
+        for group in by_key.values():
+            p = group[0].job.params
+            try:
+                # Loaded before any job's clock starts: a timeout counts the job, not the start-up.
+                feats = self.features(p.weights, p.pooling)
+            except NSTError as err:
+                for item in group:
+                    emit(("started", item.job.job_id, None))
+                    self._report_error(item, err, emit, errors)
+                continue
+            size = self._capacity(group[0], feats)
+            chunks: deque[list[_Item]] = deque(group[i:i + size] for i in range(0, len(group), size))
+            while chunks:
+                chunk = [i for i in chunks.popleft() if self._prepared(i, feats, emit, errors)]
+                if not chunk:
+                    continue
+                left = self._run_chunk(chunk, feats, emit, raw_progress, errors)
+                if not left:
+                    continue
+                free_device_memory(self.device)    # here, not in the except: see the docstring
+                if len(left) == 1:
+                    self._report_error(left[0], DeviceError(
+                        f"CUDA out of memory at size {left[0].job.params.size} on {self.device}; lower "
+                        "size or run fewer workers per device"), emit, errors)
+                    continue
+                # Halve the batch and run its unfinished jobs again from the start, rather than failing them.
+                half = len(left) // 2
+                self.batch_size = half
+                chunks.extendleft([left[half:], left[:half]])
 
-        def finished(item: _Prepared, result) -> None:
+    def _prepared(self, item: _Item, feats: VGGFeatures, emit: Emit, errors) -> bool:
+        """Load a job's inputs onto the device (once); False when the job failed doing so."""
+        if item.content is not None:
+            return True
+        emit(("started", item.job.job_id, None))
+        item.started_at, item.t0 = now_iso(), time.perf_counter()
+        job, p = item.job, item.job.params
+        try:
+            content = self._to_device(imaging.read_image(job.content, long_side_hint=p.size))
+            # A clear refusal naming the size that fits, not an out-of-memory error mid-job.
+            memory.check_fits(p, tuple(content.shape[-2:]), self.device, bf16=self.precision.bf16)
+            if p.init not in ("content", "noise"):
+                item.init = self._to_device(imaging.read_image(p.init, long_side_hint=p.size))
+        except NSTError as err:
+            self._report_error(item, err, emit, errors)
+            return False
+        item.content = content
+        item.targets = targets_fn(feats, p, [(s.path, s.weight) for s in job.styles], job.content,
+                                  content, self.cache, item.hits)
+        return True
+
+    def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """tensor on the device; on out of memory, free what a failed batch left and try once more."""
+        for attempt in range(2):
+            try:
+                return tensor.to(self.device)
+            except torch.cuda.OutOfMemoryError:
+                if attempt:
+                    raise DeviceError(f"out of memory moving an input image to {self.device}; "
+                                      "run fewer workers per device") from None
+            free_device_memory(self.device)
+        raise AssertionError("unreachable")
+
+    def _run_chunk(self, chunk: list[_Item], feats: VGGFeatures, emit: Emit, raw_progress: bool,
+                   errors) -> list[_Item]:
+        """Run one batch; [] when every job is recorded, else (out of memory) the unfinished ones."""
+        pending = {id(item): item for item in chunk}
+        for item in chunk:
+            item.started_at, item.t0 = now_iso(), time.perf_counter()
+
+        def finished(item: _Item, result: Any) -> None:
             pending.pop(id(item), None)
             if isinstance(result, NSTError):
-                report(item.task, result)
+                self._report_error(item, result, emit, errors)
                 return
             try:
-                report(item.task, self._save(item, result, feats, len(items)))
+                emit(("record", item.job.job_id, self._save(item, result, feats, len(chunk))))
             except NSTError as err:
-                report(item.task, err)
+                self._report_error(item, err, emit, errors)
 
-        specs = [JobInput(item.content, item.targets, item.task.job.params, item.init, item.task.progress,
-                          finished=lambda result, item=item: finished(item, result)) for item in items]
+        def progress_of(item: _Item) -> Callable[[Progress], None]:
+            def progress(p: Progress) -> None:
+                fault_hooks.at_progress(item.job.job_id, p.step, len(chunk))   # test-only
+                emit(("progress", item.job.job_id, p if raw_progress else (p.step, p.total, p.losses["total"])))
+            return progress
+
+        specs = [JobInput(item.content, item.targets, item.job.params, item.init, progress_of(item),
+                          finished=lambda result, item=item: finished(item, result)) for item in chunk]
         try:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
         except torch.cuda.OutOfMemoryError:
-            left = list(pending.values())
-            del specs
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(left) == 1:
-                item = left[0]
-                report(item.task, DeviceError(
-                    f"CUDA out of memory at size {item.task.job.params.size} on {self.device}; lower "
-                    "size or run fewer workers per device"))
-                return
-            # Halve the batch and retry its unfinished jobs from the start, rather than failing them.
-            self.batch_size = max(1, len(left) // 2)
-            half = len(left) // 2
-            for part in (left[:half], left[half:]):
-                self._run_chunk(part, report, started)
+            return list(pending.values())   # the caller frees memory once this frame is gone
+        except NSTError as err:
+            for item in list(pending.values()):
+                self._report_error(item, err, emit, errors)
+        return []
 
-    def _save(self, item: _Prepared, result, feats: VGGFeatures, batch: int) -> dict[str, Any]:
-        job, p = item.task.job, item.task.job.params
+    # --- records -----------------------------------------------------------------------------
+
+    def _save(self, item: _Item, result: Any, feats: VGGFeatures, batch: int) -> JobRecord:
+        job, p = item.job, item.job.params
         meta = {"job_id": job.job_id, "params": p.to_dict(), "nst_batch": __version__}
-        imaging.save_image(result.image, item.task.image_path, p.format, p.quality, meta)
-        record = {
-            **job.describe(),
-            "status": "done",
-            "loss_total": result.losses.get("total"),
-            "loss_content": result.losses.get("content"),
-            "loss_style": result.losses.get("style"),
-            "loss_tv": result.losses.get("tv"),
-            "steps": result.steps,
-            "seconds": round(time.perf_counter() - item.t0, 3),
-            "device": str(self.device),
-            "cache_hit": all(item.hits) if item.hits else False,
-            "weights_id": feats.weights_id,
-            "error": None,
-            "started_at": item.started_at,
-            "finished_at": now_iso(),
-            "width": int(result.image.shape[-1]),
-            "height": int(result.image.shape[-2]),
-            "batch_size": batch,
-            "precision": "bf16" if self.precision.bf16 else "fp32",
-            **item.task.extra,
-        }
-        if item.task.sidecar_path is not None:
-            write_sidecar(item.task.sidecar_path, record)
-        return record
+        imaging.save_image(result.image, item.image_path, p.format, p.quality, meta)
+        return done_record(job, losses=result.losses, steps=result.steps, width=int(result.image.shape[-1]),
+                           height=int(result.image.shape[-2]), device=str(self.device),
+                           started_at=item.started_at, seconds=time.perf_counter() - item.t0,
+                           weights_id=feats.weights_id, cache_hit=all(item.hits) if item.hits else False,
+                           batch_size=batch, precision="bf16" if self.precision.bf16 else "fp32")
 
-    def _capacity(self, item: _Prepared) -> int:
+    def _failed(self, item: _Item, error: BaseException) -> JobRecord:
+        return failed_record(item.job, error, str(self.device), item.started_at, time.perf_counter() - item.t0)
+
+    def _report_error(self, item: _Item, error: BaseException, emit: Emit, errors) -> None:
+        if errors is not None:       # `run`: the caller raises the error itself
+            errors.append(error)
+        emit(("record", item.job.job_id, self._failed(item, error)))
+
+    def _capacity(self, item: _Item, feats: VGGFeatures) -> int:
         """How many jobs like this one run together: the override, 1 on CPU, else what fits."""
         if self.batch_size is not None:
             return self.batch_size
         if self.device.type != "cuda":
             return 1
-        p = item.task.job.params
-        h, w = pixels.scaled_size(*item.content.shape[-2:], p.size)
-        key = (h, w, p.optimizer, p.content_layers, p.style_layers)
+        p = item.job.params
+        shape = imaging.image_shape(item.job.content) or (p.size, p.size)
+        h, w = pixels.scaled_size(*shape, p.size)
+        key = (h, w, p.optimizer, tuple(p.content_layers), tuple(p.style_layers))
         if key not in self._footprints:
-            self._footprints[key] = self._measure_footprint(item, h, w)
-        free = memory.free_bytes(self.device) or 0
-        return max(1, min(MAX_BATCH, int(0.85 * free // self._footprints[key])))
+            footprint = self._footprint(feats, p, h, w)
+            if footprint is None:
+                return 1
+            self._footprints[key] = footprint
+        return fitting(self._footprints[key], self.device)
 
-    def _measure_footprint(self, item: _Prepared, h: int, w: int) -> int:
-        """Peak bytes of one image's forward and backward at the final size, plus its optimizer state."""
-        p = item.task.job.params
-        feats = self.features(p.weights, p.pooling)
-        torch.cuda.synchronize(self.device)
-        base = torch.cuda.memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        x = torch.rand(1, 3, h, w, device=self.device, requires_grad=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.precision.bf16):
-            acts = feats(x, [*p.content_layers, *p.style_layers])
-            sum(a.float().pow(2).mean() for a in acts.values()).backward()
-        peak = torch.cuda.max_memory_allocated(self.device) - base
-        del x, acts
-        history = 2 * 100 * 3 * h * w * 4 if p.optimizer == "lbfgs" else 2 * 3 * h * w * 4
-        return int(peak + history + 4 * 3 * h * w * 4)
+    def _footprint(self, feats: VGGFeatures, p: Any, h: int, w: int) -> int | None:
+        """The measured footprint, or None when measuring one image already runs out of memory."""
+        try:
+            return measure_footprint(feats, p, h, w, self.device, self.precision)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        free_device_memory(self.device)
+        return None
 
-    def _targets_fn(self, feats: VGGFeatures, job: Job, content: torch.Tensor, hits: list[bool]):
-        p = job.params
-        loaded: dict[str, torch.Tensor] = {}
-
-        def style_image(path: str) -> torch.Tensor:
-            # Loaded only on a cache miss, and once per job whatever the number of stages.
-            if path not in loaded:
-                raw = imaging.read_image(path).to(self.device)
-                loaded[path] = pixels.style_variant(raw, content, p.preserve_color)
-            return loaded[path]
-
-        def targets(long_side: int) -> dict[str, torch.Tensor]:
-            grams = []
-            for ref in job.styles:
-                key = key_for(p, ref.path, job.content, long_side, feats.weights_id)
-                g, hit = self.cache.get_or_compute(
-                    key, lambda ref=ref, side=key.long_side: style_grams(
-                        feats, pixels.resize_long_side(style_image(ref.path), side),
-                        p.style_layers))
-                hits.append(hit)
-                grams.append({k: v.to(self.device) for k, v in g.items()})
-            return losses.blend_grams(grams, [s.weight for s in job.styles])
-
-        return targets
-
-
-def write_sidecar(path: Path, record: dict[str, Any]) -> None:
-    try:
-        imaging.atomic_write_bytes(path, json.dumps(record, indent=2, sort_keys=True).encode())
-    except OSError as err:
-        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
-
-
-def failure_record(job: Job, error: BaseException | str, device: str, started: str, seconds: float,
-                   status: str = "failed") -> dict[str, Any]:
-    message = error if isinstance(error, str) else (
-        str(error) if isinstance(error, NSTError) else f"{type(error).__name__}: {error}")
-    return {**job.describe(), "status": status, "loss_total": None, "loss_content": None,
-            "loss_style": None, "loss_tv": None, "steps": 0, "seconds": round(seconds, 3),
-            "device": device, "cache_hit": False, "weights_id": None, "error": message.splitlines()[0] if message else status,
-            "started_at": started, "finished_at": now_iso(), "width": None, "height": None}

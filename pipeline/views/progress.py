@@ -13,7 +13,7 @@ from rich.table import Table
 from ..run.jobs import Job
 
 if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
-    from ..executors.local import Slot
+    from ..executors.base import Slot
 
 PLAIN_EVERY = 15.0  # seconds between status lines when stdout is not a terminal
 

@@ -24,7 +24,7 @@ from conftest import make_content, make_style
 from faultkit import REPO, assert_consistent, cli_env, index_rows, pinned
 from pipeline.run.orchestrate import RunOptions, prepare, run_manifest
 from pipeline.cli import main
-from pipeline.imaging import FAULT_ENOSPC
+from pipeline.fault_hooks import ENOSPC as FAULT_ENOSPC
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:

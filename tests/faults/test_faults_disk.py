@@ -12,7 +12,7 @@ import torch
 from pipeline.run.orchestrate import classify
 from pipeline.run.cache import StyleTargetCache
 from pipeline.errors import OutputError
-from pipeline.imaging import FAULT_ENOSPC
+from pipeline.fault_hooks import ENOSPC as FAULT_ENOSPC
 from pipeline.run.jobs import make_job
 from pipeline.params import params_from_mapping
 from pipeline.run.worker import JobRunner

@@ -11,8 +11,8 @@ import pytest
 
 from faultkit import Watcher, assert_consistent, index_rows, make_project, pinned
 from pipeline.run.orchestrate import RunOptions, classify, prepare, run_manifest
-from pipeline.imaging import FAULT_KILL_IN_WRITE, atomic_write_bytes, remove_partial_writes
-from pipeline.executors.local_process import FAULT_KILL_ONCE
+from pipeline.fault_hooks import KILL_IN_WRITE as FAULT_KILL_IN_WRITE, KILL_ONCE as FAULT_KILL_ONCE
+from pipeline.imaging import atomic_write_bytes, remove_partial_writes
 
 
 @pytest.mark.slow

@@ -1,0 +1,89 @@
+"""Test-only fault hooks: environment variables that make real worker processes fail on cue.
+
+The fault suite (tests/faults, tests/test_executor_contract.py) injects faults into real
+processes through these; docs/reliability.md lists them. Unset, each costs one `getenv` at
+the place it is checked. They must never be set outside tests. Worker-side hooks run in the
+worker's progress callback (`at_progress`), so they fire mid-job with the batch in flight;
+the disk hooks run inside `imaging.atomic_write_bytes`.
+
+Imports nothing of ours and no torch at import time (the fast CLI commands import this).
+"""
+from __future__ import annotations
+
+import errno
+import fnmatch
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+PREFIX = "NST_BATCH_FAULT_"
+# Marker path: the first worker to reach step 2 of any job creates it and dies by SIGKILL (once).
+KILL_ONCE = "NST_BATCH_FAULT_KILL_ONCE"
+# A job id (or its first characters): a poison job, whose worker dies by SIGKILL at step 2 of
+# every attempt.
+KILL_JOB = "NST_BATCH_FAULT_KILL_JOB"
+# N: a batch of more than N jobs raises CUDA's out-of-memory error at its first progress
+# report (on CPU too), as a GPU that cannot hold the batch would.
+OOM_ABOVE = "NST_BATCH_FAULT_OOM_ABOVE"
+# Folder: at step 2, each job writes `<folder>/<job_id>.held` and waits until
+# `<folder>/release` exists (never, for a hang a timeout must end).
+HOLD = "NST_BATCH_FAULT_HOLD"
+# Marker path: the first worker process to write an output image dies by SIGKILL after the
+# temp file is complete, before the rename (once).
+KILL_IN_WRITE = "NST_BATCH_FAULT_KILL_IN_WRITE"
+# Glob: every atomic write to a matching path fails with ENOSPC after half of its data.
+ENOSPC = "NST_BATCH_FAULT_ENOSPC"
+
+
+def forwarded_env() -> dict[str, str]:
+    """The hooks set in this process, for workers that do not inherit its environment (Ray)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
+
+
+def at_progress(job_id: str, step: int, batch: int) -> None:
+    """Called by the worker at every progress report of `job_id`, running in a batch of `batch`."""
+    if step < 2:
+        return
+    once = os.environ.get(KILL_ONCE)
+    if once and not os.path.exists(once):
+        Path(once).touch()
+        _die()
+    poison = os.environ.get(KILL_JOB)
+    if poison and job_id.startswith(poison):
+        _die()
+    above = os.environ.get(OOM_ABOVE)
+    if above and batch > int(above):
+        import torch
+
+        raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: batch of {batch} > {above})")
+    hold = os.environ.get(HOLD)
+    if hold:
+        folder = Path(hold)
+        (folder / f"{job_id}.held").touch()
+        parent = multiprocessing.parent_process()      # None in a Ray actor, which Ray kills
+        while not (folder / "release").exists() and (parent is None or parent.is_alive()):
+            time.sleep(0.05)
+
+
+def disk_full(path: Path, fh: Any, data: bytes) -> None:
+    """With ENOSPC=<glob> matching `path`: write half of `data`, then fail like a full disk."""
+    pattern = os.environ.get(ENOSPC)
+    if pattern and fnmatch.fnmatch(str(path), pattern):
+        fh.write(data[: len(data) // 2])   # a real full disk fails part-way through
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def kill_before_replace(path: Path) -> None:
+    """With KILL_IN_WRITE=<marker>: the first worker process writing an image dies here, once."""
+    marker = os.environ.get(KILL_IN_WRITE)
+    if (marker and path.suffix in (".png", ".jpg") and multiprocessing.parent_process() is not None
+            and not os.path.exists(marker)):
+        Path(marker).touch()
+        _die()
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,48 @@
+"""A job's style targets as a function of the stage size, through the style-target cache.
+
+The engine asks `targets(long_side)` once per coarse-to-fine stage; each style image is read
+(and colour-converted for `preserve_color`) at most once per job, and only on a cache miss.
+An unreadable style raises InputError from that call, which the engine turns into a failure
+of this job alone. Shared by the worker and benchmarks/throughput.py.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .. import imaging
+from ..engine import losses, pixels
+from ..engine.features import VGGFeatures
+from ..engine.objective import style_grams
+from ..engine.optimize import StyleTargetsFn
+from ..params import Params
+from .cache import StyleTargetCache, key_for
+
+
+def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, float]], content_path: str,
+               content: torch.Tensor, cache: StyleTargetCache, hits: list[bool] | None = None,
+               read: Callable[[str], torch.Tensor] = imaging.read_image) -> StyleTargetsFn:
+    """Stage long side -> blended Gram targets on `content`'s device; `hits` collects, per
+    style and stage, whether the cache had them."""
+    device = content.device
+    loaded: dict[str, torch.Tensor] = {}
+
+    def style_image(path: str) -> torch.Tensor:
+        if path not in loaded:
+            raw = read(path).to(device)
+            loaded[path] = pixels.style_variant(raw, content, params.preserve_color)
+        return loaded[path]
+
+    def targets(long_side: int) -> dict[str, torch.Tensor]:
+        grams = []
+        for path, _ in styles:
+            key = key_for(params, path, content_path, long_side, feats.weights_id)
+            g, hit = cache.get_or_compute(key, lambda path=path, side=key.long_side: style_grams(
+                feats, pixels.resize_long_side(style_image(path), side), params.style_layers))
+            if hits is not None:
+                hits.append(hit)
+            grams.append({k: v.to(device) for k, v in g.items()})
+        return losses.blend_grams(grams, [w for _, w in styles])
+
+    return targets
