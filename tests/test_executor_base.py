@@ -202,3 +202,29 @@ def test_ctrl_c_twice_stops_the_running_group_and_records_nothing():
     counts, seen = run(ex, ["a", "b", "c"])
     assert ex.groups == [["a"], ["b"]] and seen.records == {} and sorted(ex.kills) == [0, 1]
     assert counts == {"done": 0, "failed": 0, "retried": 0, "respawned": 0}
+
+
+def test_ray_scratch_sweep_removes_only_this_runs_own_folders(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import tempfile
+
+    from pipeline.executors.ray_actor import sweep_scratch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()                                               # a pid no process has any more
+    dead = tmp_path / f"nst-batch-r1-{gone.pid}-abc"
+    live = tmp_path / f"nst-batch-r1-{os.getpid()}-def"
+    other_run = tmp_path / f"nst-batch-r2-{gone.pid}-ghi"
+    victim = tmp_path / "someone-elses"
+    for folder in (dead, live, other_run, victim):
+        folder.mkdir()
+        (folder / "file").write_text("keep?")
+    trap = tmp_path / f"nst-batch-r1-{gone.pid}-link"
+    trap.symlink_to(victim, target_is_directory=True)         # another user's symlink into a folder
+    sweep_scratch("r1")
+    assert not dead.exists() and live.exists() and other_run.exists()
+    assert trap.is_symlink() and (victim / "file").read_text() == "keep?"
+    sweep_scratch("r1", all_of_run=True)                      # the run is over: all of its folders
+    assert not live.exists() and other_run.exists() and (victim / "file").exists() and trap.is_symlink()

@@ -229,7 +229,7 @@ class Executor(ABC):
             self._started(w, job_id)      # a job may fail before it says it started
             job = w.held.pop(job_id)
             w.started.pop(job_id)
-            self._record(job, payload)
+            self._record(w, job, payload)
 
     def _started(self, w: _Worker, job_id: str) -> None:
         if job_id not in w.started:
@@ -238,9 +238,9 @@ class Executor(ABC):
             self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
             self.listener.job_started(w.slot, w.held[job_id])
 
-    def _record(self, job: Job, record: JobRecord) -> None:
+    def _record(self, w: _Worker, job: Job, record: JobRecord) -> None:
         self.counts["done" if record.done else "failed"] += 1
-        self.listener.job_recorded(job, record.tried(self.attempts.get(job.job_id, 1)))
+        self.listener.job_recorded(job, record.tried(self.attempts.get(job.job_id, 1), w.slot.index))
 
     def _lost(self, w: _Worker, reason: str) -> None:
         """The worker is gone (it died, or failed to start); it is restarted when needed."""
@@ -303,7 +303,7 @@ class Executor(ABC):
     def _fail(self, w: _Worker, job: Job, started: float, error: str, status: str) -> None:
         seconds = max(0.0, self.clock() - started)
         record = failed_record(job, error, w.slot.device, iso_time(time.time() - seconds), seconds, status)
-        self._record(job, record)
+        self._record(w, job, record)
 
 
 def death_reason(code: int | None) -> str:

@@ -3,7 +3,7 @@
 Records are built here only: `done_record` from a finished optimization, `failed_record`
 from an error (the worker's, or the executor's for a dead worker or a timeout). Workers build
 them with `attempts=0`; the executor, which alone knows how often a job was tried, stamps
-`attempts` (`JobRecord.tried`) before anyone writes or shows the record. `as_dict()` is the
+`attempts` and the `worker` slot (`JobRecord.tried`) before anyone writes or shows the record. `as_dict()` is the
 sidecar's JSON object and the index row; `from_dict` reads a sidecar back.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ class JobRecord:
     finished_at: str
     seconds: float
     attempts: int = 0                        # stamped by the executor
+    worker: int | None = None                # the executor's slot that ran it (stamped too)
     steps: int = 0
     width: int | None = None
     height: int | None = None
@@ -50,8 +51,8 @@ class JobRecord:
     def done(self) -> bool:
         return self.status == "done"
 
-    def tried(self, attempts: int) -> "JobRecord":
-        return replace(self, attempts=attempts)
+    def tried(self, attempts: int, worker: int | None = None) -> "JobRecord":
+        return replace(self, attempts=attempts, worker=self.worker if worker is None else worker)
 
     def as_dict(self) -> dict[str, Any]:
         """The sidecar's JSON object, which is also what the index stores."""
