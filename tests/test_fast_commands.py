@@ -170,7 +170,8 @@ RULES = {
                                               "pipeline.run.orchestrate")),
     "pipeline.params": ("may only import", ("pipeline.errors", "pipeline.engine.layers")),
     "pipeline.errors": ("may only import", ()),
-    "pipeline.imaging": ("may only import", ("pipeline.errors",)),
+    "pipeline.imaging": ("may only import", ("pipeline.errors", "pipeline.fault_hooks")),
+    "pipeline.fault_hooks": ("may only import", ()),     # test-only hooks: a leaf, loads no torch
 }
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..engine.features import VGGFeatures
-from ..engine.optimize import LBFGS_HISTORY, Precision
-from ..params import Params
+from ..engine.optimize import Precision
+from ..params import LBFGS_HISTORY, Params
 from . import memory
 
 MAX_BATCH = 32
