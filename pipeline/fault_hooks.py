@@ -28,8 +28,9 @@ KILL_JOB = "NST_BATCH_FAULT_KILL_JOB"
 # N: a batch of more than N jobs raises CUDA's out-of-memory error at its first progress
 # report (on CPU too), as a GPU that cannot hold the batch would.
 OOM_ABOVE = "NST_BATCH_FAULT_OOM_ABOVE"
-# Folder: at step 2, each job writes `<folder>/<job_id>.held` and waits until
-# `<folder>/release` exists (never, for a hang a timeout must end).
+# Folder: at its first progress report each job creates `<folder>/<job_id>.held` and waits
+# until `<folder>/<job_id>.release` or `<folder>/release` exists (or its parent is gone), so a
+# test signals a run knowing which job runs, however fast the machine; never released, a hang.
 HOLD = "NST_BATCH_FAULT_HOLD"
 # Marker path: the first worker process to write an output image dies by SIGKILL after the
 # temp file is complete, before the rename (once).
@@ -43,8 +44,15 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
 
 
+_held: set[str] = set()     # jobs this process has held once already
+
+
 def at_progress(job_id: str, step: int, batch: int) -> None:
     """Called by the worker at every progress report of `job_id`, running in a batch of `batch`."""
+    hold = os.environ.get(HOLD)
+    if hold and job_id not in _held:
+        _held.add(job_id)
+        _hold(Path(hold), job_id)
     if step < 2:
         return
     once = os.environ.get(KILL_ONCE)
@@ -59,13 +67,15 @@ def at_progress(job_id: str, step: int, batch: int) -> None:
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: batch of {batch} > {above})")
-    hold = os.environ.get(HOLD)
-    if hold:
-        folder = Path(hold)
-        (folder / f"{job_id}.held").touch()
-        parent = multiprocessing.parent_process()      # None in a Ray actor, which Ray kills
-        while not (folder / "release").exists() and (parent is None or parent.is_alive()):
-            time.sleep(0.05)
+
+
+def _hold(folder: Path, job_id: str) -> None:
+    (folder / f"{job_id}.held").touch()
+    parent = multiprocessing.parent_process()      # None in a Ray actor, which Ray kills
+    while not ((folder / f"{job_id}.release").exists() or (folder / "release").exists()):
+        if parent is not None and not parent.is_alive():
+            return                                 # the worker's next report notices and exits
+        time.sleep(0.02)   # polls a file the test writes; the job's outcome does not depend on it
 
 
 def disk_full(path: Path, fh: Any, data: bytes) -> None:

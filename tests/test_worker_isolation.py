@@ -94,7 +94,7 @@ def test_out_of_memory_moving_inputs_frees_and_tries_once_more(tmp_path, monkeyp
     monkeypatch.setattr(worker_module, "free_device_memory", lambda device: freed.append(sys.exc_info()[0]))
     runner = JobRunner(CPU, StyleTargetCache(tmp_path / "cache"))
     assert runner._to_device(_Flaky(1)).shape == (1,) and freed == [None]
-    with pytest.raises(DeviceError, match="out of memory moving an input image to cpu"):
+    with pytest.raises(DeviceError, match="out of memory moving an input image on cpu; run fewer workers per device"):
         runner._to_device(_Flaky(2))
 
 

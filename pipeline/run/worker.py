@@ -164,7 +164,7 @@ class JobRunner:
             p = group[0].job.params
             try:
                 # Loaded before any job's clock starts: a timeout counts the job, not the start-up.
-                feats = self.features(p.weights, p.pooling)
+                feats = self._oom_retried(lambda: self.features(p.weights, p.pooling), "loading the network")
             except NSTError as err:
                 for item in group:
                     emit(("started", item.job.job_id, None))
@@ -212,15 +212,18 @@ class JobRunner:
         return True
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """tensor on the device; on out of memory, free what a failed batch left and try once more."""
+        return self._oom_retried(lambda: tensor.to(self.device), "moving an input image")
+
+    def _oom_retried(self, action: Callable[[], Any], what: str) -> Any:
+        """action(); on out of memory, free what a failed batch left and try once more."""
         for attempt in range(2):
             try:
-                return tensor.to(self.device)
+                return action()
             except torch.cuda.OutOfMemoryError:
                 if attempt:
-                    raise DeviceError(f"out of memory moving an input image to {self.device}; "
-                                      "run fewer workers per device") from None
-            free_device_memory(self.device)
+                    raise DeviceError(f"out of memory {what} on {self.device}; run fewer workers "
+                                      "per device") from None
+            free_device_memory(self.device)     # outside the except: see the module docstring
         raise AssertionError("unreachable")
 
     def _run_chunk(self, chunk: list[_Item], feats: VGGFeatures, emit: Emit, raw_progress: bool,
@@ -252,7 +255,9 @@ class JobRunner:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
         except torch.cuda.OutOfMemoryError:
             return list(pending.values())   # the caller frees memory once this frame is gone
-        except NSTError as err:
+        except Exception as err:  # this batch's problem (a bug, a library error): its jobs only
+            if errors is not None and not isinstance(err, NSTError):
+                raise                           # `run` (nst-batch stylize): the caller reports it
             for item in list(pending.values()):
                 self._report_error(item, err, emit, errors)
         return []
