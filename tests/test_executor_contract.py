@@ -59,7 +59,7 @@ def project(root: Path, bad_style: bool = False, contents: int = 2, second_style
     elif second_style:
         make_style(root / "styles" / "b.png", seed=2)
     manifest = root / "m.yaml"
-    manifest.write_text(f"version: 1\noutput: out\ncontent: [photos/]\nstyle: [styles/]\n"
+    manifest.write_text("version: 1\noutput: out\ncontent: [photos/]\nstyle: [styles/]\n"
                         "params: {size: 32, steps: 4}\ndevices: cpu\nworkers_per_device: 1\n")
     return manifest
 

@@ -1,5 +1,6 @@
-"""`--executor ray` on a real local Ray instance (CPU actors): same jobs and outputs as the
-local executor, a killed actor is replaced and its job retried, errors name the user's files."""
+"""`--executor ray` on a real local Ray instance (CPU actors): same jobs, outputs and losses as
+the local executor, and its options. The failure rules run on both executors in
+test_executor_contract.py."""
 from __future__ import annotations
 
 import json
@@ -81,25 +82,6 @@ def test_ray_executor_matches_the_local_one(project, ray_instance):
     # Resume works the same: nothing left to run, and Ray is not even needed to say so.
     again = run_manifest(ray_m, RunOptions(live=False, executor="ray"))
     assert again["to_run"] == 0 and again["skipped_done"] == 2
-
-
-def test_killed_actor_is_replaced_and_its_job_retried(project, ray_instance, monkeypatch):
-    (project / "photos" / "broken.png").write_text("this is not a PNG")
-    manifest = write_manifest(project, "killed.yaml")
-    marker = project / "killed-once"
-    monkeypatch.setenv("NST_BATCH_FAULT_KILL_ONCE", str(marker))
-    summary = run_manifest(manifest, RunOptions(live=False, executor="ray"))
-    assert marker.exists(), "the fault hook did not fire"
-    assert summary["retried"] == 1 and summary["respawned"] == 1
-    assert summary["done"] == 2 and summary["failed"] == 1
-    m, _ = prepare(manifest)
-    by_id = rows(m.output)
-    done = [r for r in by_id.values() if r["status"] == "done"]
-    assert sorted(r["attempts"] for r in done) == [1, 2]
-    (failed,) = [r for r in by_id.values() if r["status"] == "failed"]
-    broken = str((project / "photos" / "broken.png").resolve())
-    assert failed["content"] == broken and broken in failed["error"]
-    assert failed["error"].startswith(("truncated or corrupt image", "not an image Pillow can read"))
 
 
 def test_missing_ray_says_how_to_install_it(project, monkeypatch, capsys):

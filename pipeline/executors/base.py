@@ -253,7 +253,7 @@ class Executor(ABC):
             # It never got as far as running a job (say, the network does not load): a start-up
             # failure. Its jobs went back untried; three in a row retire the slot.
             w.startup_failures += 1
-            self.listener.message(f"worker {w.slot.index} ({w.slot.device}) failed to start: {reason}")
+            self.listener.message(f"worker {w.slot.index} ({w.slot.device}) exited before running a job: {reason}")
             if w.startup_failures >= 3:
                 w.retired = True
                 if all(x.retired for x in self.workers):

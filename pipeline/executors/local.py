@@ -84,6 +84,9 @@ class LocalExecutor(Executor):
                 by_handle[p.conn] = (index, p)
             by_handle[p.process.sentinel] = (index, p)
         events: list[Event] = []
+        if not by_handle:
+            time.sleep(timeout)
+            return events
         for handle in wait(list(by_handle), timeout):
             index, p = by_handle[handle]
             if handle is p.conn:
