@@ -173,22 +173,29 @@ class JobRunner:
             size = self._capacity(group[0], feats)
             chunks: deque[list[_Item]] = deque(group[i:i + size] for i in range(0, len(group), size))
             while chunks:
-                chunk = [i for i in chunks.popleft() if self._prepared(i, feats, emit, errors)]
-                if not chunk:
-                    continue
-                left = self._run_chunk(chunk, feats, emit, raw_progress, errors)
-                if not left:
-                    continue
-                free_device_memory(self.device)    # here, not in the except: see the docstring
-                if len(left) == 1:
-                    self._report_error(left[0], DeviceError(
-                        f"CUDA out of memory at size {left[0].job.params.size} on {self.device}; lower "
-                        "size or run fewer workers per device"), emit, errors)
-                    continue
-                # Halve the batch and run its unfinished jobs again from the start, rather than failing them.
-                half = len(left) // 2
-                self.batch_size = half
-                chunks.extendleft([left[half:], left[:half]])
+                ready = [i for i in chunks.popleft() if self._prepared(i, feats, emit, errors)]
+                # Grouped again by the decoded shapes: a JPEG decoded at a reduced scale can round
+                # to another size than its header suggests.
+                batches: dict[Hashable, list[_Item]] = {}
+                for item in ready:
+                    batches.setdefault(batch_key(item.job, tuple(item.content.shape[-2:])), []).append(item)
+                for batch in batches.values():
+                    left = self._run_chunk(batch, feats, emit, raw_progress, errors)
+                    if left:
+                        chunks.extendleft(self._halves(left, emit, errors))
+
+    def _halves(self, left: list[_Item], emit: Emit, errors) -> list[list[_Item]]:
+        """After out of memory: free it, then the unfinished jobs in two halves (one fails alone)."""
+        free_device_memory(self.device)    # here, not in the except: see the module docstring
+        if len(left) == 1:
+            self._report_error(left[0], DeviceError(
+                f"CUDA out of memory at size {left[0].job.params.size} on {self.device}; lower "
+                "size or run fewer workers per device"), emit, errors)
+            return []
+        # Run them again from the start rather than failing them; the smaller size sticks.
+        half = len(left) // 2
+        self.batch_size = half
+        return [left[half:], left[:half]]
 
     def _prepared(self, item: _Item, feats: VGGFeatures, emit: Emit, errors) -> bool:
         """Load a job's inputs onto the device (once); False when the job failed doing so."""
