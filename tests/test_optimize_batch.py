@@ -1,10 +1,12 @@
 """Several jobs in one batch mean the same as each job alone."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from pipeline.engine import pixels
+from pipeline.engine import losses, pixels
 from pipeline.imaging import read_image
 from pipeline.engine.optimize import JobInput, Precision, stylize, stylize_batch
 from pipeline.params import params_from_mapping
@@ -52,10 +54,14 @@ def test_batch_matches_jobs_run_one_by_one(feats, images):
     for spec, batched in zip(specs, together):
         alone = stylize(feats, spec.content, spec.targets, spec.params)
         assert batched.steps == alone.steps == spec.params.steps
-        assert batched.losses["total"] == pytest.approx(alone.losses["total"], rel=1e-3)
-        # Batched convolutions sum in another order; L-BFGS amplifies the last bits a little.
-        assert (batched.image - alone.image).abs().mean() < 1e-3
+        # The same objective: the first evaluation agrees to fp32 rounding (here 1e-7), so no
+        # job got another's weights, targets or start.
         assert batched.history[0] == pytest.approx(alone.history[0], rel=1e-4)
+        # Batched convolutions sum in another order, and which kernels a CPU picks for a batch
+        # differs by CPU; L-BFGS amplifies those last bits over the steps (here to 6e-4 in the
+        # final loss). The bounds leave room for any CPU's kernels, not only this one's.
+        assert batched.losses["total"] == pytest.approx(alone.losses["total"], rel=2e-2)
+        assert (batched.image - alone.image).abs().mean() < 1e-2
 
 
 @pytest.mark.slow
@@ -63,16 +69,42 @@ def test_multiscale_batch_and_bf16_autocast_run(feats, images):
     contents, styles = images
     params = params_from_mapping({"size": 32, "steps": 12, "multiscale": 2})
     specs = [JobInput(c, targets_for(feats, styles[0], params), params) for c in contents[:2]]
+    for precision in (Precision(), Precision(bf16=True)):
+        for result in stylize_batch(feats, specs, precision=precision):
+            # What the bf16 path guarantees on any CPU: it runs every stage and every step and
+            # hands back fp32 images and finite losses. How far 12 steps get differs by kernel
+            # (test_bf16_lands_near_fp32_where_both_converge compares precisions).
+            assert result.steps == len(result.history) == 12
+            assert result.image.shape == (1, 3, 27, 32) and result.image.dtype == torch.float32
+            assert all(math.isfinite(v) for v in [*result.history, *result.losses.values()])
+
+
+def test_bf16_autocast_keeps_grams_in_fp32(feats, images):
+    contents, _ = images
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        acts = feats(contents[0], ["conv1_1"])["conv1_1"]
+        g = losses.gram(acts)
+    assert acts.dtype == torch.bfloat16          # the network did run in bf16 …
+    assert g.dtype == torch.float32              # … and the Gram is summed in fp32 from its values
+    assert torch.allclose(g, losses.gram(acts.float()), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bf16_lands_near_fp32_where_both_converge(feats, images):
+    contents, styles = images
+    params = params_from_mapping({"size": 32, "steps": 30})
+    specs = [JobInput(c, targets_for(feats, styles[0], params), params) for c in contents[:2]]
     fp32 = stylize_batch(feats, specs)
     bf16 = stylize_batch(feats, specs, precision=Precision(bf16=True))
     for a, b in zip(fp32, bf16):
-        assert a.steps == b.steps == 12 and a.image.shape == b.image.shape == (1, 3, 27, 32)
+        start = a.history[0]            # fp32 loss of the content image both start from
+        # 30 L-BFGS steps take both precisions most of the way down (here to ~22 % of the start,
+        # 12 steps only to ~45 %, where the two still differ by kernel); final losses are
+        # measured in fp32. Both must get below half the start, and land within 10 % of the
+        # start of each other (here they differ by under 1 %).
+        assert a.losses["total"] < 0.5 * start and b.losses["total"] < 0.5 * start
+        assert abs(b.losses["total"] - a.losses["total"]) < 0.1 * start
         assert b.image.dtype == torch.float32
-        # bf16 convolutions, fp32 Gram and losses: both optimize the final stage, and their final
-        # losses (measured in fp32) are close.
-        for result in (a, b):
-            assert result.losses["total"] < result.history[6]   # first evaluation at full size
-        assert b.losses["total"] == pytest.approx(a.losses["total"], rel=0.3)
 
 
 def test_convergence_tolerance_ends_a_job_early(feats, images):

@@ -24,7 +24,10 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) Gram matrix over positions, divided by H·W, in fp32."""
     b, c, h, w = features.shape
     flat = features.reshape(b, c, h * w).float()
-    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+    # Autocast would run this bmm in bf16 again (it casts matmul inputs down): a Gram sums H·W
+    # products, and bf16's 8-bit mantissa would blur the style targets and the loss.
+    with torch.autocast(features.device.type, enabled=False):
+        return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
