@@ -168,6 +168,34 @@ def assert_no_orphans(run: Run, timeout: float = 20) -> None:
         raise AssertionError(f"processes left running after the run ended: {names}")
 
 
+class Hold:
+    """The worker's test-only hold hook (NST_BATCH_FAULT_HOLD): each job waits at its first step
+    until the test releases it, so a test signals a run knowing exactly which job is running."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def env(self) -> dict[str, str]:
+        return cli_env(NST_BATCH_FAULT_HOLD=str(self.folder))
+
+    def held(self) -> set[str]:
+        """job_ids that have reached their first step (released or not)."""
+        return {p.stem for p in self.folder.glob("*.held")}
+
+    def release(self, *job_ids: str) -> None:
+        for job_id in job_ids:
+            (self.folder / f"{job_id}.release").touch()
+
+    def release_all(self) -> None:
+        (self.folder / "release").touch()
+
+    def next_running(self, run: Run, before: set[str] = frozenset(), timeout: float = 180) -> str:
+        """Wait until one job not in `before` is held; returns its job_id."""
+        (job_id,) = wait_for(lambda: self.held() - before, timeout, run, "the next job to start")
+        return job_id
+
+
 # --- what the files say ----------------------------------------------------------------------
 
 def sidecars(out: Path) -> dict[str, dict[str, Any]]:
