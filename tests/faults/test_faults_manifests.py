@@ -160,7 +160,7 @@ BOMBS = {
 @pytest.mark.parametrize("name", BOMBS)
 def test_bombs_are_refused_with_bounded_memory_and_time(project, name):
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.thread_time()   # CPU time of this thread: what the parser spent, whatever else runs
     try:
         result = validate(project, BOMBS[name])
         peak = tracemalloc.get_traced_memory()[1]
@@ -168,7 +168,7 @@ def test_bombs_are_refused_with_bounded_memory_and_time(project, name):
         tracemalloc.stop()
     problems = assert_refused(*result)
     assert peak < 64 * 2**20, f"{name}: peak {peak / 2**20:.0f} MiB"
-    assert time.perf_counter() - start < 20
+    assert time.thread_time() - start < 20
     assert all(len(p) < 400 for p in problems), problems
 
 
