@@ -125,6 +125,15 @@ def test_content_by_style_grid_has_the_computed_size_and_each_output_in_its_cell
             assert img.getpixel(cell_center(r, c, True)) == rec["color"]
 
 
+def test_the_axes_are_labelled_once(tmp_path, monkeypatch):
+    out = content_by_style(tmp_path).write()
+    drawn: list[str] = []
+    monkeypatch.setattr(sheets, "_draw_text", lambda d, xy, text, *a: drawn.append(text))
+    make_sheets(out, thumb=64)
+    assert [t for t in drawn if "rows" in t or "cols" in t] == ["rows: content", "cols: style"]
+    assert drawn[0] == "6 job(s)"                                   # the title
+
+
 def test_parameter_sweep_puts_the_varying_parameters_on_the_axes(tmp_path):
     run = Run(tmp_path)
     for i, sw in enumerate((1e2, 1e3, 1e4)):

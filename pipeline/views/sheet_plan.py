@@ -158,7 +158,8 @@ def plan_sheets(results: Sequence[ResultRow], rows: str | None = None, cols: str
                                                for k, v in zip(extra, c)]):
         members = groups[combo]
         tag = "_".join(f"{k}-{_UNSAFE.sub('_', value_label(k, v))[:40]}" for k, v in zip(extra, combo))
-        title = " | ".join([f"rows: {rows}", f"cols: {cols}", *fixed,
+        # The axes are labelled once, in the sheet's corner; the title says what the axes do not.
+        title = " | ".join([f"{len(members)} job(s)", *fixed,
                             *(f"{k}={value_label(k, v)}" for k, v in zip(extra, combo))])
         plans.extend(_pages(members, rows, cols, title, tag, max_cells_per_page))
     return plans
