@@ -48,6 +48,29 @@ def test_the_page_lists_every_job_and_escapes_what_it_shows(tmp_path):
     assert "http://" not in page and "https://" not in page
 
 
+SWEEP = (7, 2, 3, 10, 1, 5)    # style_weight in job-id order, as a hash-named grid lists them
+
+
+def sweep_run(tmp_path: Path) -> tuple[Run, list[str]]:
+    """Two contents × one style × six style weights; and the job ids in reading order."""
+    run = Run(tmp_path)
+    for c in ("coffee", "chelsea"):
+        for w in SWEEP:
+            run.add(c, ["wave"], style_weight=float(w))
+    run.write()
+    by = {(r["output"].split("/")[0], json.loads(r["params"])["style_weight"]): r["job_id"] for r in run.records}
+    return run, [by[c, float(w)] for c in ("chelsea", "coffee") for w in sorted(SWEEP)]
+
+
+def test_a_sweep_is_listed_in_the_order_a_person_reads_it(tmp_path):
+    run, expected = sweep_run(tmp_path)
+    page = write_gallery(run.root).read_text()
+    assert re.findall(r'<figure class="card done" data-job="(\w+)"', page) == expected
+    assert re.findall(r'<tr data-job="(\w+)"', page) == expected
+    captions = re.findall(r"<small>style_weight=(\d+) · done</small>", page)
+    assert captions == [str(w) for w in sorted(SWEEP)] * 2 == ["1", "2", "3", "5", "7", "10"] * 2
+
+
 def test_names_are_escaped_in_attributes_and_links(tmp_path):
     run = Run(tmp_path)
     run.add('a"b<c>&d', ["w#1"], color=(1, 2, 3))
@@ -133,3 +156,9 @@ def test_the_self_test_would_see_a_network_request(tmp_path, browser):
     report = selftest(browser, leaky, tmp_path)
     assert "http://192.0.2.1/x.png" in report["resources"]
     assert report["csp_violations"] == ["http://192.0.2.1/x.png"]
+
+
+def test_a_sweep_reads_in_order_in_the_browser(tmp_path, browser):
+    run, expected = sweep_run(tmp_path)
+    report = selftest(browser, write_gallery(run.root), tmp_path)
+    assert report["cards"] == expected and report["rows"] == expected

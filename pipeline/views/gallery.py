@@ -21,7 +21,7 @@ from urllib.parse import quote
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, read_image, to_pil
 from .results import (IMAGE_KEYS, ResultRow, axis_value, cell_reason, inside, load_results, value_label,
-                      varying_keys)
+                      value_sort_key, varying_keys)
 from .sheets import SHEET_STEM
 
 GALLERY_NAME = "index.html"
@@ -97,6 +97,7 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
                 reasons: Mapping[str, str | None], sheets: Sequence[str] = ()) -> str:
     """The page. Pure: every value from the index is escaped on the way in."""
     swept = [k for k in varying_keys(results) if k not in IMAGE_KEYS]
+    results = reading_order(results, swept)
     filter_keys = [*IMAGE_KEYS, *swept, "status"]
     labels: dict[str, dict[str, str]] = {}
     for r in results:
@@ -122,6 +123,16 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
         filters="\n".join(selects), cards="\n".join(cards), header=header, rows="\n".join(rows),
         sheets=f"<p>Contact sheets: {sheet_links}</p>" if sheets else "",
         data=_json_for_script({"jobs": labels}), script=_SCRIPT)
+
+
+def reading_order(results: Sequence[ResultRow], swept: Sequence[str]) -> list[ResultRow]:
+    """Content, then style, by label, then each swept parameter by value (style_weight 1, 2, 3,
+    5, 7, 10), as a person reads a sweep; job ids (hashes) would scatter it."""
+    def key(r: ResultRow) -> tuple:
+        style = axis_value(r, "style")
+        return (value_label("content", r.content), r.content, value_label("style", style), str(style),
+                *(value_sort_key(axis_value(r, k)) for k in swept), r.job_id)
+    return sorted(results, key=key)
 
 
 def _natural(value: str) -> tuple:
@@ -237,7 +248,11 @@ _SCRIPT = r"""
       images: Array.prototype.map.call(document.images, function (img) {
         return {src: img.getAttribute("src"), width: img.naturalWidth};
       }),
-      visible_before: visible()
+      visible_before: visible(),
+      cards: Array.prototype.map.call(document.querySelectorAll("#grid .card"), function (c) {
+        return c.getAttribute("data-job");
+      }),
+      rows: Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.getAttribute("data-job"); })
     };
     var s = selects.filter(function (x) { return x.options.length > 2; })[0];
     if (s) {
