@@ -1,8 +1,9 @@
-"""`make run`: stylize scikit-image's sample photos with its sample textures, as a batch.
+"""`make run`: stylize scikit-image's sample photos with The Starry Night and a sample texture.
 
-The inputs are copied (never modified) from the installed scikit-image package into
-out/demo/inputs/, then manifests/demo.yaml runs like any user manifest: outputs, sidecars,
-index.sqlite, a contact sheet and index.html land in out/demo/.
+The inputs are copied (never modified) into out/demo/inputs/: the photos and the texture from
+the installed scikit-image package, the painting from pipeline/demo_assets/ (a 512 px copy of
+a public-domain work, see NOTICE). Then manifests/demo.yaml runs like any user manifest:
+outputs, sidecars, index.sqlite, a contact sheet and index.html land in out/demo/.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 from pathlib import Path
 
 CONTENT = ("astronaut.png", "chelsea.png", "coffee.png")
-STYLE = ("ihc.png", "retina.jpg")
+STYLE = ("ihc.png",)                                              # scikit-image's stained tissue
+PAINTING = Path(__file__).parent / "demo_assets" / "starry_night.jpg"   # van Gogh, 1889
 
 
 def materialize(root: Path) -> Path:
@@ -22,12 +24,12 @@ def materialize(root: Path) -> Path:
         raise SystemExit("the demo needs scikit-image's sample images: pip install 'nst-batch[demo]'") from None
     data = Path(skimage.data.__file__).parent
     inputs = root / "out" / "demo" / "inputs"
-    for folder, names in (("content", CONTENT), ("style", STYLE)):
+    sources = [("content", data / name) for name in CONTENT] + [("style", data / name) for name in STYLE]
+    for folder, source in [*sources, ("style", PAINTING)]:
         (inputs / folder).mkdir(parents=True, exist_ok=True)
-        for name in names:
-            target = inputs / folder / name
-            if not target.exists():
-                shutil.copyfile(data / name, target)
+        target = inputs / folder / source.name
+        if not target.exists():
+            shutil.copyfile(source, target)
     return inputs
 
 
