@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..imaging import IMAGE_EXTENSIONS
+from ..run.jobs import safe_stem, style_stem
 from .yaml_reader import INVALID, Report, describe, has_invalid, is_number
 from ..params import show_value
 
@@ -74,6 +75,7 @@ class InputChecker:
 
     def __init__(self, base: Path, output: Path | None, report: Report):
         self.base, self.output, self.report = base, output, report
+        self._holding: set[Path] = set()   # input folders already reported as inside the output
 
     def add(self, path: tuple, message: str, **kw: Any) -> None:
         self.report.add(path, message, **kw)
@@ -152,6 +154,7 @@ class InputChecker:
         if kind == "file":
             return self._one_image(path, pattern, role)
         if kind == "dir":
+            self._outside_output(resolve(target))
             found = self._walk(path, target)
             if not found:
                 self.add(path, f"folder {show_value(pattern)} contains no image files",
@@ -166,11 +169,48 @@ class InputChecker:
         except (OSError, ValueError):
             hits = []
         root = resolve(self.base / pattern[:_MAGIC.search(pattern).start()].rpartition("/")[0])
+        self._outside_output(root)
         found = sorted({p for p in (self._candidate(path, self.base / hit, root) for hit in sorted(hits)
                                     if _is_image(hit)) if p is not None})
         if not found:
             self.add(path, f"{show_value(pattern)} matched no image files", hint=PATH_HINT)
         return found[:MAX_JOBS + 1]
+
+    def _outside_output(self, folder: Path | None) -> None:
+        """Refuse an output folder that is an input folder; note input folders inside it.
+
+        Results written into an input folder would be read back as new content by the next
+        run (the job count would grow every run), and index.html, index.sqlite,
+        manifest.resolved.yaml or contact_sheet.png would replace a user's files of those
+        names. An input folder further down is checked once the images are known
+        (`check_inside_output`): the demo keeps its inputs in out/demo/inputs/."""
+        out = self.output
+        if out is None or folder is None or not folder.is_relative_to(out) or folder in self._holding:
+            return
+        self._holding.add(folder)
+        if folder == out:
+            self._refuse_output("is", folder)
+
+    def _refuse_output(self, relation: str, folder: Path) -> None:
+        self.add(("output",), f"{self._label(self.output)} {relation} the input folder {self._label(folder)}; "
+                              "results would mix with the inputs: choose an output folder outside them")
+
+    def check_inside_output(self, content: list[str], styles: list[StyleEntry]) -> None:
+        """Refuse an output folder above an input folder that some result would land in.
+
+        A result is written to `<output>/<content stem>/<style stem>/<job_id>.<ext>`
+        (jobs.output_path_for), so `<output>/a` or `<output>/a/b` is at risk when a content
+        image's stem is `a` (and a style's is `b`); a deeper folder never is."""
+        out = self.output
+        inside = [f for f in self._holding if out is not None and f != out]
+        if not inside:
+            return
+        content_stems = {safe_stem(c) for c in content}
+        style_stems = {style_stem(s.images) for s in styles}
+        for folder in sorted(inside):
+            parts = folder.relative_to(out).parts
+            if len(parts) <= 2 and parts[0] in content_stems and (len(parts) == 1 or parts[1] in style_stems):
+                self._refuse_output("holds", folder)
 
     def _skipped_output(self, root: Path | None, path: Path) -> bool:
         """Results are not inputs: a folder or glob above the output folder skips what is in it."""
@@ -228,6 +268,7 @@ class InputChecker:
             self.add(path, f"cannot read {value}: permission denied; fix its permissions")
         else:
             resolved = resolve(target)
+            self._outside_output(resolved.parent if resolved else None)
             return [resolved] if resolved else []
         return []
 

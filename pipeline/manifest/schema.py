@@ -101,6 +101,7 @@ class _Checker:
         else:
             content = inputs.content(data)
             styles = inputs.styles(data)
+        inputs.check_inside_output(content, styles)
         inputs_ok = pairing is not None and len(self.report) == before
         if inputs_ok and pairing == "zip" and len(content) != len(styles):
             self.add(("pairing",), zip_mismatch(len(content), len(styles)))

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..errors import InputError, OutputError
 from ..engine.weights import weights_id
@@ -93,11 +93,15 @@ def safe_stem(path: str) -> str:
     return stem[:60]
 
 
+def style_stem(paths: Iterable[str]) -> str:
+    """The folder name of a style: its stem; a blend's joins its parts' stems with '+'."""
+    return "+".join(safe_stem(p) for p in paths)[:120]
+
+
 def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt: str) -> str:
-    """`<content-stem>/<style-stem>/<job_id>.<ext>`; a blend's style stem joins its parts with '+'."""
-    style_stem = "+".join(safe_stem(s.path) for s in styles)[:120]
+    """`<content-stem>/<style-stem>/<job_id>.<ext>`."""
     ext = "png" if fmt == "png" else "jpg"
-    return f"{safe_stem(content)}/{style_stem}/{job_id}.{ext}"
+    return f"{safe_stem(content)}/{style_stem(s.path for s in styles)}/{job_id}.{ext}"
 
 
 def safe_join(root: Path, relative: str) -> Path:
