@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,19 @@ def _format_for(output: Path) -> str:
     raise OutputError(f"output {output} must end in .png, .jpg or .jpeg")
 
 
+def _is_an_input(output: Path, inputs: list[Path]) -> bool:
+    """Whether writing `output` would replace an input file.
+
+    Paths are compared resolved, and, when the output exists, as files (device and inode): a
+    bind mount, a hard link or a case-insensitive file system names one file by two paths."""
+    if output.resolve() in {Path(p).resolve() for p in inputs}:
+        return True
+    try:
+        return output.exists() and any(os.path.samefile(output, p) for p in inputs)
+    except OSError:   # an input vanished meanwhile: reading it fails with its own message later
+        return False
+
+
 def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[str, Any],
                 blend: list[float] | None, device: str, cache_dir: Path | None,
                 use_cache: bool, show_progress: bool) -> dict[str, Any]:
@@ -41,8 +55,7 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     for path in inputs:
         read_image(path, long_side_hint=64)
     weights_id(params.weights)
-    resolved = {Path(p).resolve() for p in inputs}   # an --init image is an input too
-    if output.resolve() in resolved:
+    if _is_an_input(output, inputs):   # an --init image is an input too
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
     runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache))

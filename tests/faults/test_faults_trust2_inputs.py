@@ -86,3 +86,43 @@ def test_an_output_folder_above_an_input_folder_is_refused_when_results_would_la
             assert (code, stdout) == (2, "")
             assert stderr.splitlines()[1:] == [f"  output: out holds the input folder {bad}; results would mix "
                                                "with the inputs: choose an output folder outside them (line 2)"]
+
+
+# --- 2. `stylize -o` onto its own input under another name ----------------------------------
+
+def _stylize(content: Path, style: Path, output: Path) -> tuple[int, str, str]:
+    return cli("stylize", str(content), str(style), "-o", str(output), "--size", "32", "--steps", "1",
+               "--device", "cpu", "--quiet", "--no-cache")
+
+
+def test_stylize_refuses_an_output_that_is_its_input_through_a_hard_link(tmp_path):
+    content, style = make_content(tmp_path / "photo.png"), make_style(tmp_path / "s.png")
+    before = content.read_bytes()
+    os.link(content, tmp_path / "other-name.png")
+    code, stdout, stderr = _stylize(content, style, tmp_path / "other-name.png")
+    assert (code, stdout) == (2, "")
+    assert stderr == (f"error: output {tmp_path / 'other-name.png'} is one of the inputs; inputs are never "
+                      "overwritten — choose another name\n")
+    assert content.read_bytes() == before and os.stat(content).st_nlink == 2
+
+
+def test_stylize_refuses_an_output_that_is_its_input_through_a_bind_mount(tmp_path):
+    """The path strings differ and neither is a symlink: only the files are the same."""
+    photos, view = tmp_path / "photos", tmp_path / "view"
+    photos.mkdir(), view.mkdir()
+    content, style = make_content(photos / "photo.png"), make_style(tmp_path / "s.png")
+    before = content.read_bytes()
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("a bind mount needs root and mount(8); the hard-link test covers the same check")
+    bound = subprocess.run(["mount", "--bind", str(photos), str(view)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"mount --bind is not permitted here ({bound.stderr.strip()})")
+    try:
+        assert (view / "photo.png").resolve() != content.resolve()
+        code, stdout, stderr = _stylize(content, style, view / "photo.png")
+        assert (code, stdout) == (2, "")
+        assert stderr == (f"error: output {view / 'photo.png'} is one of the inputs; inputs are never "
+                          "overwritten — choose another name\n")
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+    assert content.read_bytes() == before
