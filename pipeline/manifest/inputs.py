@@ -221,21 +221,24 @@ class InputChecker:
     def _candidate(self, path: tuple, entry: Path, root: Path | None) -> Path | None:
         """`entry`, an image file a folder or glob matched, resolved; None if it cannot be an input.
 
-        A broken symlink or a file without read permission is reported rather than skipped:
-        silently, it would just be missing from the results.
+        A broken symlink or a file without read permission stays an input, with a warning:
+        its jobs fail alone with the reason when they run and the rest of the folder runs
+        (one bad entry among thousands of photos must not refuse the whole batch; silently
+        skipped, it would just be missing from the results). A file the manifest names itself
+        is still an error (`_one_image`).
         """
         target = resolve(entry)
         if target is not None and self._skipped_output(root, target):
             return None
+        if entry.is_symlink() and not entry.exists():
+            self.report.warn(path, f"broken symlink {self._label(entry)} (to {os.readlink(entry)}); its "
+                                   "jobs will fail until its target is restored or it is removed")
+            return Path(os.path.abspath(entry))
         if target is None or file_kind(target) != "file":
-            if entry.is_symlink() and not entry.exists():
-                self.add(path, f"broken symlink {self._label(entry)} (to {os.readlink(entry)}); "
-                               "restore its target or remove it")
             return None
         if not os.access(target, os.R_OK):
-            self.add(path, f"cannot read {self._label(entry)}: permission denied; fix its permissions "
-                           "or move it out of the folder")
-            return None
+            self.report.warn(path, f"cannot read {self._label(entry)}: permission denied; its jobs will "
+                                   "fail until its permissions are fixed or it is moved out of the folder")
         return target
 
     def _walk(self, path: tuple, folder: Path) -> list[Path]:

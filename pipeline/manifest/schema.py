@@ -9,6 +9,7 @@ does not validate raises one `ManifestError` listing every problem, one line eac
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -31,6 +32,7 @@ TOP_KEYS = ("version", "output", "content", "style", "pairing", "pairs", "params
             "devices", "workers_per_device", "retries", "timeout", "sheet")
 WEIGHTS_KEYWORDS = ("original", "torchvision")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,3})?)$")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Manifest:
     timeout: float | None                     # seconds per job; None: no limit
     sheet: Sheet | None
     data: Mapping[str, Any]                   # the YAML as read, once it validated
+    warnings: tuple[str, ...] = ()            # entries whose jobs will fail alone (a broken symlink)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,7 +134,7 @@ class _Checker:
             content=tuple(content), styles=tuple(styles), pairing=pairing, pairs=tuple(pairs),
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
             workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet,
-            data=MappingProxyType(data))
+            data=MappingProxyType(data), warnings=tuple(self.report.warnings()))
 
     # --- small typed values -----------------------------------------------------------------
 
@@ -314,6 +317,8 @@ def load_manifest(path: str | Path) -> Manifest:
     manifest = _Checker(source, report).check(data)
     if manifest is None or len(report):
         raise ManifestError(str(path), report.problems())
+    for warning in manifest.warnings:
+        log.warning("%s: %s", path, warning)
     return manifest
 
 

@@ -116,13 +116,22 @@ class Report:
         self.lines: dict[tuple, int] = {}       # key path -> line of its value
         self.key_lines: dict[tuple, int] = {}   # key path -> line of its key
         self._items: list[tuple[int, int, str]] = []
+        self._warnings: list[tuple[int, int, str]] = []
 
     def add(self, path: tuple, message: str, *, line: int | None = None, hint: str | None = None) -> None:
+        self._items.append(self._entry(path, message, line, hint, len(self._items)))
+
+    def warn(self, path: tuple, message: str, *, line: int | None = None, hint: str | None = None) -> None:
+        """Something the run survives (one bad entry in a folder): shown, but the manifest is valid."""
+        self._warnings.append(self._entry(path, message, line, hint, len(self._warnings)))
+
+    def _entry(self, path: tuple, message: str, line: int | None, hint: str | None,
+               order: int) -> tuple[int, int, str]:
         if line is None:   # the key's line: `grid:` rather than its first value on the next line
             line = self.key_lines.get(path) or self.lines.get(path)
         if line is None:   # a missing key: point at the mapping that lacks it
             line = next((self.lines[path[:n]] for n in range(len(path) - 1, 0, -1) if path[:n] in self.lines), None)
-        self._items.append((line or 0, len(self._items), _format(path, message, line, hint)))
+        return line or 0, order, _format(path, message, line, hint)
 
     def unknown_keys(self, path: tuple, mapping: dict, known: tuple[str, ...]) -> None:
         for key in mapping:
@@ -134,6 +143,9 @@ class Report:
 
     def problems(self) -> list[str]:
         return [text for _, _, text in sorted(self._items)]
+
+    def warnings(self) -> list[str]:
+        return list(dict.fromkeys(text for _, _, text in sorted(self._warnings)))
 
 
 def _read_text(path: Path) -> str:

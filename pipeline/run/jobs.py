@@ -71,13 +71,25 @@ def content_sha256(path: str | Path) -> str:
         raise InputError(f"cannot read {path}: {err.strerror or err}") from None
 
 
+def input_identity(path: str) -> str:
+    """An image's identity in job ids: the sha256 of its bytes.
+
+    A file that cannot be read (a broken symlink or a locked file in a content folder) is
+    identified by its path instead, so its jobs exist, fail alone with the reason when they
+    run, and the rest of the batch runs."""
+    try:
+        return content_sha256(path)
+    except InputError:
+        return "unreadable:" + path
+
+
 def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params) -> str:
     total = sum(s.weight for s in styles)
     init = params.init if params.init in INIT_KEYWORDS else "file:" + content_sha256(params.init)
     spec = {
         "algorithm": ALGORITHM_VERSION,
-        "content": content_sha256(content),
-        "styles": [[content_sha256(s.path), round(s.weight / total, 12)] for s in styles],
+        "content": input_identity(content),
+        "styles": [[input_identity(s.path), round(s.weight / total, 12)] for s in styles],
         "params": {**params.to_dict(), "init": init, "weights": weights_id(params.weights)},
     }
     blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
@@ -114,9 +126,15 @@ def safe_join(root: Path, relative: str) -> Path:
     return target
 
 
+def _absolute(path: str | Path) -> str:
+    """The resolved path; a broken symlink stays itself, so its job's error names the link."""
+    path = Path(path)
+    return str(path.resolve() if path.exists() or not path.is_symlink() else path.absolute())
+
+
 def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params) -> Job:
-    content = str(Path(content).resolve())
-    refs = tuple(StyleRef(str(Path(p).resolve()), float(w)) for p, w in styles)
+    content = _absolute(content)
+    refs = tuple(StyleRef(_absolute(p), float(w)) for p, w in styles)
     if params.init not in INIT_KEYWORDS:
         params = params.replace(init=str(Path(params.init).resolve()))
     job_id = job_id_for(content, refs, params)

@@ -317,7 +317,11 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
     cache = StyleTargetCache(cache_dir or default_cache_dir())
     keys: dict[str, bool] = {}
     for job in jobs:
-        for key in target_keys(job):
+        try:
+            job_keys = target_keys(job)
+        except NSTError:   # an unreadable input (a broken symlink): its job fails alone, needs no targets
+            continue
+        for key in job_keys:
             keys.setdefault(key.digest(), cache.path_for(key).exists())
     return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
             "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),

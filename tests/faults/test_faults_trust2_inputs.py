@@ -7,13 +7,16 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from conftest import make_content, make_style
+from faultkit import REPO, assert_consistent, cli_env, pinned
 from pipeline.cli import main
+from pipeline.run.orchestrate import RunOptions, run_manifest
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -126,3 +129,75 @@ def test_stylize_refuses_an_output_that_is_its_input_through_a_bind_mount(tmp_pa
     finally:
         subprocess.run(["umount", str(view)], check=True)
     assert content.read_bytes() == before
+
+
+# --- 3. one unreadable entry in a folder fails its own jobs, not the whole manifest ---------
+
+def _folder_with_a_broken_symlink(tmp_path: Path) -> Path:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "styles").mkdir()
+    make_content(tmp_path / "photos" / "good.png")
+    (tmp_path / "photos" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    make_style(tmp_path / "styles" / "s.png")
+    (tmp_path / "styles" / "lost.png").symlink_to(tmp_path / "deleted-style.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\noutput: out\ncontent: photos\nstyle: [styles/*.png]\n"
+                        "params: {size: 32, steps: 2}\ndevices: cpu\nworkers_per_device: 1\n")
+    return manifest
+
+
+@pytest.mark.slow
+def test_a_broken_symlink_in_a_folder_is_a_warning_and_its_jobs_fail_alone(tmp_path):
+    manifest = _folder_with_a_broken_symlink(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", str(manifest)], cwd=REPO,
+                          env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert (proc.returncode, proc.stdout) == (0, f"{manifest}: valid, 4 job(s) → {tmp_path / 'out'}\n")
+    assert proc.stderr == (
+        f"warning: {manifest}: content: broken symlink photos/gone.png (to {tmp_path / 'deleted.png'}); "
+        "its jobs will fail until its target is restored or it is removed (line 3)\n"
+        f"warning: {manifest}: style[0]: broken symlink styles/lost.png (to {tmp_path / 'deleted-style.png'}); "
+        "its jobs will fail until its target is restored or it is removed (line 4)\n")
+
+    with pinned():
+        summary = run_manifest(manifest, RunOptions(live=False))
+    assert (summary["done"], summary["failed"]) == (1, 3)
+    records = assert_consistent(tmp_path / "out", expect_done=1)
+    errors = sorted(r["error"] for r in records.values() if r["status"] == "failed")
+    gone, lost = tmp_path / "photos" / "gone.png", tmp_path / "styles" / "lost.png"
+    assert errors == sorted([f"broken symlink: {gone} points to a missing file"] * 2
+                            + [f"broken symlink: {lost} points to a missing file"])
+    (done,) = [r for r in records.values() if r["status"] == "done"]
+    assert (Path(done["content"]).name, Path(done["styles"][0]["path"]).name) == ("good.png", "s.png")
+
+
+def test_a_broken_symlink_the_manifest_names_itself_is_still_an_error(tmp_path):
+    _folder_with_a_broken_symlink(tmp_path)
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\noutput: out\ncontent: photos/gone.png\nstyle: styles/s.png\n")
+    code, stdout, stderr = cli("validate", str(manifest))
+    assert (code, stdout) == (2, "")
+    assert stderr == (f"error: {manifest}: 1 problem(s)\n  content: content image not found: photos/gone.png "
+                      "(line 3; paths are relative to the manifest)\n")
+
+
+@pytest.mark.slow
+def test_an_unreadable_file_in_a_folder_is_a_warning_in_a_real_process(tmp_path):
+    """chmod 000 binds only without CAP_DAC_OVERRIDE: as root, validate runs with it dropped."""
+    (tmp_path / "photos").mkdir()
+    make_content(tmp_path / "photos" / "ok.png")
+    make_content(tmp_path / "photos" / "locked.png", seed=1)
+    (tmp_path / "photos" / "locked.png").chmod(0)
+    make_style(tmp_path / "s.png")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("version: 1\noutput: out\ncontent: photos\nstyle: s.png\n")
+    command = [sys.executable, "-m", "pipeline.cli", "validate", str(manifest)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root without setpriv: a mode-000 file stays readable")
+        drop = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}", "--", *command]
+    proc = subprocess.run(command, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert (proc.returncode, proc.stdout) == (0, f"{manifest}: valid, 2 job(s) → {tmp_path / 'out'}\n"), proc.stderr
+    assert proc.stderr == (f"warning: {manifest}: content: cannot read photos/locked.png: permission denied; "
+                           "its jobs will fail until its permissions are fixed or it is moved out of the "
+                           "folder (line 3)\n")
