@@ -192,7 +192,7 @@ def export(output: Annotated[Path, typer.Argument(help="Output folder of a run."
            format: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
            to: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write [default: stdout].")] = None) -> None:
     """Write the results index out as CSV or JSON lines."""
-    from .run.index import export as dump
+    from .views.export import export as dump
 
     if format not in ("csv", "jsonl"):
         raise typer.BadParameter(f"--format must be csv or jsonl, got {format!r}")

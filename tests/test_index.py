@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import OutputError
-from pipeline.run.index import (COLUMN_NAMES, INDEX_NAME, JSON_COLUMNS, ResultsIndex, export, reindex,
-                            summary)
+from pipeline.run.index import COLUMN_NAMES, INDEX_NAME, JSON_COLUMNS, ResultsIndex, reindex, summary
+from pipeline.views.export import export
 
 ROOT = Path(__file__).resolve().parents[1]
 

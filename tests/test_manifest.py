@@ -1,4 +1,4 @@
-"""The manifest: the issue's example as written, pairing and grid expansion, stable job ids,
+"""The manifest: the example of docs/manifest.md as written, pairing and grid expansion, stable job ids,
 exact error lines for malformed manifests, and a fuzz test that only ManifestError escapes."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 HINT = "paths are relative to the manifest"
 LIBYAML = pytest.mark.skipif(not yaml.__with_libyaml__, reason="libyaml's wording of syntax errors")
 
-# The issue's contract, byte for byte.
+# The example manifest of docs/manifest.md, byte for byte.
 CONTRACT = """\
 version: 1
 output: out/grid              # output folder

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from filelock import FileLock, Timeout
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError
 from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
-from .index import ResultsIndex
+from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
 from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
@@ -187,8 +188,13 @@ def hold_output(out: Path) -> Iterator[None]:
 def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
                 display: RunDisplay | None, sharded: bool) -> dict[str, Any]:
     out = manifest.output
+    warnings: list[str] = []   # what could not be written besides jobs (a full disk): in the summary
     if not sharded:
-        atomic_write_bytes(out / "manifest.resolved.yaml", resolved_yaml(manifest).encode())
+        try:
+            atomic_write_bytes(out / "manifest.resolved.yaml", resolved_yaml(manifest, jobs).encode())
+        except OSError as err:
+            warnings.append(f"could not write {out / 'manifest.resolved.yaml'} ({err.strerror or err}); "
+                            "it is a record of the run, which goes on without it")
     state = classify(jobs, out)
     if options.force:
         todo = list(jobs)
@@ -214,7 +220,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
     # final name, and no live process writes them (the lock, or the job's own shard).
     remove_partial_writes(final_paths(out, todo))
     # Shards never open index.sqlite: they run at once, often on NFS, where SQLite's WAL fails.
-    with _NoIndex() if sharded else ResultsIndex(out) as index:
+    with _NoIndex() if sharded else open_for_run(out) as index:
         if not sharded:
             # The sidecars are the truth: bring rows for finished work into the index (a killed
             # parent may have written the sidecar but not the row).
@@ -224,7 +230,8 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
                 if row is None or row.get("status") != record.get("status"):
                     index.upsert(record)
         if not todo:
-            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest)}
+            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
+                    "warnings": warnings + _index_warning(index)}
         display = display or RunDisplay(len(todo), slots, live=options.live)
         listener = _Listener(out, index if not sharded else _NoIndex(), display)
         flags = StopFlags()
@@ -238,7 +245,13 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
             counts = executor.run(todo, listener)
     interrupted = flags.stop or flags.abort
     return {**summary, **counts, "interrupted": interrupted,
-            "views": [] if sharded else write_views(manifest, display)}
+            "views": [] if sharded else write_views(manifest, display),
+            "warnings": warnings + _index_warning(index)}
+
+
+def _index_warning(index: Any) -> list[str]:
+    error = getattr(index, "write_error", None)
+    return [error] if error else []
 
 
 def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[str]:
@@ -256,8 +269,11 @@ def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[s
         if manifest.sheet is not None:
             s = manifest.sheet
             written += [str(p) for p in make_sheets(manifest.output, rows=s.rows, cols=s.cols, thumb=s.thumb)]
-    except NSTError as err:
-        message = f"warning: {err}"
+    except (NSTError, OSError, sqlite3.Error) as err:   # OSError, sqlite3.Error: a full disk
+        reason = err if isinstance(err, NSTError) else (
+            f"could not write the gallery or contact sheet ({getattr(err, 'strerror', None) or err}"
+            + (f": {err.filename}" if getattr(err, "filename", None) else "") + ")")
+        message = f"warning: {reason}"
         display.message(message) if display else print(message)
     return written
 

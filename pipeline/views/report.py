@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
 
 
 def print_plan(plan: dict[str, Any]) -> None:
@@ -49,6 +50,8 @@ def finish_run(summary: dict[str, Any]) -> int:
                   + (f", {summary['retried']} retried" if summary.get("retried") else ""))
     for view in summary.get("views", []):
         console.print(f"wrote {view}")
+    for warning in summary.get("warnings", []):   # a full disk: what was not written, and the fix
+        errors.print(f"warning: {warning}", soft_wrap=True, markup=False)
     if summary.get("interrupted"):
         console.print("interrupted: rerun the same command to finish the rest")
         return 130
