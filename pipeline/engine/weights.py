@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import stat
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +46,20 @@ def weights_id(weights: str) -> str:
     if weights == "torchvision":
         return "torchvision-IMAGENET1K_V1"
     path = Path(weights)
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         raise WeightsError(_MISSING.format(path=path))
-    return f"file-{file_sha256(path)[:16]}"
+    return f"file-{_file_digest(str(path), st.st_size, st.st_mtime_ns, st.st_ino)[:16]}"
+
+
+@lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    """sha256 of a weights file, once per process while it is unchanged: every job id of a run
+    includes it, and a 550 MB file hashed per job would mean a terabyte read for 2,000 jobs."""
+    return file_sha256(Path(path))
 
 
 def load_state(weights: str) -> tuple[dict[str, torch.Tensor], str]:
