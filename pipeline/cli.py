@@ -5,6 +5,7 @@ Every user mistake ends as one line on stderr and a non-zero exit code, never a 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,6 +26,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Batch neural style transfer (Gatys et al. 2016) on the original VGG-19.")
 
 D = DEFAULTS
+MAX_WORKERS = 1024   # worker processes of one run: a typo must not fork thousands
+MAX_RETRIES = 100    # as the manifest's retries
 
 
 @app.callback()
@@ -148,8 +151,14 @@ def run(
     from .run.orchestrate import RunOptions, run_manifest
     from .views.report import finish_run
 
-    if workers is not None and workers < 1:
-        raise typer.BadParameter("--workers must be at least 1")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise typer.BadParameter(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    if retries is not None and not 0 <= retries <= MAX_RETRIES:
+        raise typer.BadParameter(f"--retries must be between 0 and {MAX_RETRIES}, got {retries}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        # 0 or less would time every job out at once (or silently mean no limit): refuse it.
+        raise typer.BadParameter(f"--timeout must be a number of seconds > 0, got {timeout:g}; "
+                                 "leave it out for no limit")
     if executor not in ("local", "ray"):
         raise typer.BadParameter(f"--executor must be local or ray, got {executor!r}")
     if batch_size is not None and batch_size < 1:
