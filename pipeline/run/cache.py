@@ -28,6 +28,7 @@ if TYPE_CHECKING:   # torch and safetensors load on first use: `plan` reads keys
 
 ENV_VAR = "NST_BATCH_CACHE_DIR"
 FORMAT_VERSION = 1
+LOCK_TIMEOUT = 600.0   # seconds to wait while another process computes the same entry
 log = logging.getLogger(__name__)
 
 
@@ -92,7 +93,8 @@ class StyleTargetCache:
         self.enabled = enabled
         self.memory: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self.memory_items = memory_items
-        self.stats = {"hits": 0, "misses": 0, "forward_passes": 0, "corrupt": 0, "write_errors": 0}
+        self.stats = {"hits": 0, "misses": 0, "forward_passes": 0, "corrupt": 0, "write_errors": 0,
+                      "lock_timeouts": 0}
         self._warned_readonly = False
 
     def path_for(self, key: TargetKey) -> Path:
@@ -122,9 +124,15 @@ class StyleTargetCache:
             return grams, True
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(path) + ".lock", timeout=600)
+            lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT)
             lock.acquire()
-        except (OSError, Timeout) as err:
+        except Timeout:   # before OSError, which it subclasses: a busy lock is not a read-only cache
+            self.stats["lock_timeouts"] += 1
+            log.warning("style-target cache: waited %gs for %s.lock, held by another process (still "
+                        "computing the same targets, or hung); computing them here without the cache",
+                        LOCK_TIMEOUT, path)
+            return self._compute(compute), False
+        except OSError as err:
             self._warn_unwritable(err)
             return self._compute(compute), False
         try:
@@ -156,7 +164,10 @@ class StyleTargetCache:
             grams = load_file(str(path))
             with open(path, "rb") as fh:
                 header_len = int.from_bytes(fh.read(8), "little")
-                meta = json.loads(fh.read(header_len)).get("__metadata__", {})
+                header = json.loads(fh.read(header_len))
+            # "__metadata__": null (or a header that is no mapping) is as bad as a wrong key.
+            meta = header.get("__metadata__") if isinstance(header, dict) else None
+            meta = meta if isinstance(meta, dict) else {}
             valid = (meta.get("key") == key.digest() and set(grams) == set(key.layers)
                      and all(g.dim() == 3 and g.shape[1] == g.shape[2] and torch.isfinite(g).all()
                              for g in grams.values())
