@@ -16,7 +16,9 @@ at the final (largest) stage:
 Measured on CPU (peak RSS above the loaded network, 256 and 512 px, Adam and L-BFGS, float32)
 the estimate is 5–40% above the real peak, never below; the excess is mostly the fixed slack,
 so it shrinks as sizes grow. The network's weights are not counted: a worker has loaded them
-before it asks. `estimate_bytes` takes `batch` so batch sizing can reuse it.
+before it asks. `estimate_bytes` takes `batch` for the check of several images at once; the
+GPU batch size itself comes from a measured footprint (worker.JobRunner._capacity), not from
+this estimate.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ..params import LBFGS_HISTORY, Params
 if TYPE_CHECKING:
     import torch
 
-FLOAT = 4                        # bytes: everything runs in float32
+FLOAT = 4                        # bytes of a float32; activations under bf16 autocast take half
 SLACK = 64 * 2**20               # allocator fragmentation, workspaces, small tensors
 _BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 GB = 1e9

@@ -74,7 +74,8 @@ class RunDisplay:
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
-    # Listener interface used by the scheduler (through the batch runner).
+    # Called by orchestrate's _Listener, which turns the executor's events (a Slot, attempts)
+    # into these (a slot index, no attempts) after updating the index and the sidecars.
     def job_started(self, slot: Slot, job: Job) -> None:
         self.workers[slot.index] = f"{short(job)}  step 0/{job.params.steps}"
         self._refresh()
