@@ -146,6 +146,15 @@ def test_a_real_full_disk_ends_the_run_with_its_summary_and_reindex_recovers(tmp
     out = small_disk / "out"
     manifest = make_project(tmp_path, contents=2, steps=2)
     manifest.write_text(manifest.read_text().replace("output: out", f"output: {out}"))
+    # A first run on a disk that is already full: not even the index can be created.
+    ballast = _fill(small_disk)
+    empty = run_cli(tmp_path / "logs", "run", str(manifest), name="empty")
+    assert empty.proc.returncode == 1 and "Traceback" not in empty.stdout + empty.stderr, empty.describe()
+    assert f"{out}: 2 job(s): 0 already done; this run: 0 done, 2 failed" in empty.stdout, empty.describe()
+    assert f"warning: could not open {out / 'index.sqlite'} (the disk is full); the job sidecars hold every " \
+           f"result: run nst-batch reindex {out} once the disk has room" in empty.stderr, empty.describe()
+    ballast.unlink()
+
     first = run_cli(tmp_path / "logs", "run", str(manifest), name="first")
     assert first.proc.returncode == 0, first.describe()
     before = {job_id: (out / r["output"]).read_bytes() for job_id, r in sidecars(out).items()}
