@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
-from ..errors import NSTError
+from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
@@ -163,7 +163,10 @@ def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int
                  display: RunDisplay | None = None) -> dict[str, Any]:
     """Run every job of the manifest that is not finished yet; returns a summary."""
     manifest, jobs = prepare(manifest_path, shard)
-    manifest.output.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest.output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:   # a full disk or a read-only mount: one line, not a traceback
+        raise OutputError(f"cannot create the output folder {manifest.output}: {err.strerror or err}") from None
     if shard is not None:
         # Shards of one manifest run at the same time by design, on disjoint jobs, index-free.
         return _run_locked(manifest, jobs, options, display, True)
@@ -177,9 +180,11 @@ def hold_output(out: Path) -> Iterator[None]:
     lock = FileLock(str(out / LOCK_NAME), timeout=0)
     try:
         lock.acquire()
-    except Timeout:
+    except Timeout:   # before OSError, which it subclasses
         raise BusyError(f"another nst-batch run is using {out} (lock {LOCK_NAME}); wait for it to "
                         "finish or choose another output folder") from None
+    except OSError as err:   # a full disk or a read-only folder
+        raise OutputError(f"cannot create the lock file {out / LOCK_NAME}: {err.strerror or err}") from None
     try:
         yield
     finally:

@@ -8,15 +8,19 @@ ENOSPC at each write site (NST_BATCH_FAULT_ENOSPC for files, a failing connectio
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import sqlite3
 import subprocess
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from faultkit import assert_consistent, cli_env, index_rows, make_project, pinned, run_cli, sidecars
+from pipeline.cli import main
 from pipeline.imaging import FAULT_ENOSPC
 from pipeline.run import index as index_module
 from pipeline.run.index import reindex
@@ -179,3 +183,31 @@ def test_a_real_full_disk_ends_the_run_with_its_summary_and_reindex_recovers(tmp
     again = run_cli(tmp_path / "logs", "reindex", str(out), name="reindex")
     assert again.proc.returncode == 0 and again.stdout == f"{out / 'index.sqlite'}: 2 job(s) indexed\n"
     assert_consistent(out, expect_done=2)
+
+
+@pytest.mark.parametrize("fails", ["folder", "lock"])
+def test_no_room_for_the_output_folder_or_its_lock_is_one_line(tmp_path, monkeypatch, fails):
+    """Nothing can run: an error naming what could not be created, exit 2, not a traceback."""
+    manifest = make_project(tmp_path, contents=1, steps=1)
+    out = tmp_path / "out"
+    no_room = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if fails == "folder":
+        mkdir = Path.mkdir
+
+        def full_mkdir(self, *args, **kwargs):
+            if self == out:
+                raise no_room
+            return mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", full_mkdir)
+        expected = f"error: cannot create the output folder {out}: No space left on device\n"
+    else:
+        def full_acquire(self, *args, **kwargs):
+            raise no_room
+
+        monkeypatch.setattr(FileLock, "acquire", full_acquire)
+        expected = f"error: cannot create the lock file {out / '.nst-batch.lock'}: No space left on device\n"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr), pytest.raises(SystemExit) as stop:
+        main(["run", str(manifest)])
+    assert (stop.value.code, stdout.getvalue(), stderr.getvalue()) == (2, "", expected)
