@@ -206,17 +206,25 @@ def reindex(output_dir: str | Path) -> int:
         if previous is None or _preference(record) > _preference(previous):
             records[record["job_id"]] = record
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=root)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{INDEX_NAME}.", suffix=".tmp", dir=root)
+    except OSError as err:
+        raise OutputError(f"cannot write a new {INDEX_NAME} in {root}: {err.strerror or err}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        conn = _connect(tmp, root, create=True)
         try:
-            conn.execute("BEGIN")
-            conn.executemany(_SQL_INSERT, [_to_row(r) for r in records.values()])
-            conn.execute("COMMIT")
-        finally:
-            conn.close()   # the last close checkpoints the WAL into the file and deletes it
+            conn = _connect(tmp, root, create=True)
+            try:
+                conn.execute("BEGIN")
+                conn.executemany(_SQL_INSERT, [_to_row(r) for r in records.values()])
+                conn.execute("COMMIT")
+            finally:
+                conn.close()   # the last close checkpoints the WAL into the file and deletes it
+        except (sqlite3.Error, IndexFullError) as err:   # a full disk: the old index stays as it was
+            reason = err.reason if isinstance(err, IndexFullError) else _why(err)
+            raise OutputError(f"cannot write a new {INDEX_NAME} in {root} ({reason}); the old one is "
+                              "unchanged: free some space and run nst-batch reindex again") from None
         _fsync(tmp)
         final = root / INDEX_NAME
         # The old -wal holds frames of the OLD database; left beside the new file, SQLite
@@ -299,8 +307,8 @@ def _connect(path: Path, output_dir: Path, *, create: bool) -> sqlite3.Connectio
         if conn is not None:
             conn.close()
         if _disk_trouble(err):
-            raise IndexFullError(f"could not open {path} ({_why(err)}); the job sidecars hold every result: "
-                                 f"run nst-batch reindex {output_dir} once the disk has room") from None
+            raise IndexFullError(_why(err), f"could not open {path} ({_why(err)}); the job sidecars hold "
+                                 f"every result: run nst-batch reindex {output_dir} once the disk has room") from None
         raise OutputError(f"{path} is not a readable results index ({err}); "
                           f"run nst-batch reindex {output_dir} to rebuild it from the job sidecars") from None
     return conn
@@ -308,6 +316,10 @@ def _connect(path: Path, output_dir: Path, *, create: bool) -> sqlite3.Connectio
 
 class IndexFullError(OutputError):
     """The index cannot be written: the disk is full or failing (not a damaged database)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 _SQLITE_IOERR, _SQLITE_FULL = 10, 13

@@ -45,6 +45,9 @@ class _FullOnWrite:
             raise _full()
         return self._conn.execute(sql, *args)
 
+    def executemany(self, sql: str, *args):
+        raise _full()
+
     def __getattr__(self, name: str):
         return getattr(self._conn, name)
 
@@ -79,11 +82,11 @@ def test_enospc_at_every_write_site_ends_with_the_summary_and_one_line_each(tmp_
     ]
     assert not (out / "manifest.resolved.yaml").exists() and not (out / "index.html").exists()
     assert index_rows(out) == {} and len(sidecars(out)) == 2   # the sidecars are the truth
+    monkeypatch.setattr(index_module, "_connect", connect)   # room again
     assert reindex(out) == 2
     assert_consistent(out, expect_done=2)
 
     # Thumbnails, the gallery page, the contact sheet: a rerun with nothing to do writes them.
-    monkeypatch.setattr(index_module, "_connect", connect)
     first = min(sidecars(out).values(), key=lambda r: r["output"])   # the gallery's order
     thumb = out / ".thumbs" / f"{first['job_id']}.jpg"
     for pattern, expected in (
@@ -97,6 +100,24 @@ def test_enospc_at_every_write_site_ends_with_the_summary_and_one_line_each(tmp_
     monkeypatch.delenv(FAULT_ENOSPC)
     assert _run(manifest, capsys, monkeypatch)[0] == 0
     assert (out / "index.html").is_file() and (out / "contact_sheet.png").is_file()
+
+
+def test_reindex_on_a_full_disk_is_one_line_and_keeps_the_old_index(tmp_path, monkeypatch):
+    manifest = make_project(tmp_path, contents=1, steps=1)
+    out = tmp_path / "out"
+    (out / "p0" / "s0").mkdir(parents=True)
+    (out / "p0" / "s0" / "0123456789abcdef.json").write_text(
+        '{"job_id": "0123456789abcdef", "status": "failed", "output": "p0/s0/0123456789abcdef.png", "error": "x"}')
+    assert reindex(out) == 1 and manifest.exists()
+    before = (out / "index.sqlite").read_bytes()
+    connect = index_module._connect
+    monkeypatch.setattr(index_module, "_connect", lambda *a, **kw: _FullOnWrite(connect(*a, **kw)))
+    with pytest.raises(index_module.OutputError) as err:
+        reindex(out)
+    assert str(err.value) == (f"cannot write a new index.sqlite in {out} (the disk is full); the old one is "
+                              "unchanged: free some space and run nst-batch reindex again")
+    assert (out / "index.sqlite").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["index.sqlite", "p0"]   # no temp file left
 
 
 def test_an_index_the_full_disk_cannot_open_is_worked_around_not_fatal(tmp_path, monkeypatch):
@@ -179,6 +200,11 @@ def test_a_real_full_disk_ends_the_run_with_its_summary_and_reindex_recovers(tmp
     assert {job_id: (out / r["output"]).read_bytes() for job_id, r in sidecars(out).items()} == before
     assert all(r["status"] == "done" for r in sidecars(out).values())
 
+    # reindex while the disk is still full: one line, and the old index is left as it was.
+    stuck = run_cli(tmp_path / "logs", "reindex", str(out), name="stuck")
+    assert (stuck.proc.returncode, stuck.stdout) == (2, ""), stuck.describe()
+    assert stuck.stderr.startswith(f"error: cannot write a new index.sqlite in {out}") and \
+        stuck.stderr.count("\n") == 1, stuck.describe()
     ballast.unlink()
     again = run_cli(tmp_path / "logs", "reindex", str(out), name="reindex")
     assert again.proc.returncode == 0 and again.stdout == f"{out / 'index.sqlite'}: 2 job(s) indexed\n"
