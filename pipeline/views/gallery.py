@@ -66,7 +66,10 @@ def ensure_thumb(root: Path, result: ResultRow, size: int = GALLERY_THUMB) -> st
     pil.thumbnail((size, size))
     buffer = io.BytesIO()
     pil.save(buffer, format="JPEG", quality=85)
-    atomic_write_bytes(thumb, buffer.getvalue())
+    try:
+        atomic_write_bytes(thumb, buffer.getvalue())
+    except OSError as err:   # a full disk: one line from `gallery` and from a run's summary
+        raise OutputError(f"cannot write {thumb}: {err.strerror or err}") from None
     return relative
 
 

@@ -90,7 +90,7 @@ def test_enospc_at_every_write_site_ends_with_the_summary_and_one_line_each(tmp_
     first = min(sidecars(out).values(), key=lambda r: r["output"])   # the gallery's order
     thumb = out / ".thumbs" / f"{first['job_id']}.jpg"
     for pattern, expected in (
-            ("*/.thumbs/*", f"warning: could not write the gallery or contact sheet (No space left on device: {thumb})"),
+            ("*/.thumbs/*", f"warning: cannot write {thumb}: No space left on device"),
             ("*/index.html", f"warning: cannot write {out / 'index.html'}: No space left on device"),
             ("*/contact_sheet*", f"warning: cannot write {out / 'contact_sheet.png'}: No space left on device")):
         monkeypatch.setenv(FAULT_ENOSPC, pattern)
