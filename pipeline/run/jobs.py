@@ -72,6 +72,8 @@ def content_sha256(path: str | Path) -> str:
         st = Path(path).stat()
         return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
     except OSError as err:
+        if Path(path).is_symlink() and not Path(path).exists():   # the words imaging.read_image uses
+            raise InputError(f"broken symlink: {path} points to a missing file") from None
         raise InputError(f"cannot read {path}: {err.strerror or err}") from None
 
 

@@ -74,8 +74,9 @@ class RunDisplay:
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
-    # Called by orchestrate's _Listener, which turns the executor's events (a Slot, attempts)
-    # into these (a slot index, no attempts) after updating the index and the sidecars.
+    # Called by orchestrate's _Listener, not by the executor (whose Listener events differ):
+    # started and progress with the executor's Slot; finished and failed with a slot index,
+    # once the sidecar and the index row are written.
     def job_started(self, slot: Slot, job: Job) -> None:
         self.workers[slot.index] = f"{short(job)}  step 0/{job.params.steps}"
         self._refresh()

@@ -21,7 +21,7 @@ from filelock import FileLock
 
 from faultkit import assert_consistent, cli_env, index_rows, make_project, pinned, run_cli, sidecars
 from pipeline.cli import main
-from pipeline.imaging import FAULT_ENOSPC
+from pipeline.fault_hooks import ENOSPC as FAULT_ENOSPC
 from pipeline.run import index as index_module
 from pipeline.run.index import reindex
 from pipeline.run.orchestrate import RunOptions, run_manifest
