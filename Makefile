@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-faults clean
+.PHONY: install run run-video test test-faults clean
 PYTEST_ARGS ?=
 
 $(PY):
@@ -13,13 +13,17 @@ $(PY):
 
 # Reinstall only when the project metadata changes; pip itself skips what is current.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[test,demo]'
+	$(PY) -m pip install -e '.[test,demo,video]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: install
 	$(PY) -m pipeline.demo
+
+# The clip demo: a panned sample photo, independent frames next to temporally coherent ones.
+run-video: install
+	$(PY) -m pipeline.video_demo
 
 # Everything, tests/faults included; extra pytest options: make test PYTEST_ARGS="-x -k cache".
 test: install

@@ -37,6 +37,10 @@ HOLD = "NST_BATCH_FAULT_HOLD"
 KILL_IN_WRITE = "NST_BATCH_FAULT_KILL_IN_WRITE"
 # Glob: every atomic write to a matching path fails with ENOSPC after half of its data.
 ENOSPC = "NST_BATCH_FAULT_ENOSPC"
+# Marker path: the first worker to finish frame 2 (or a later one, not the last) of a clip
+# creates it and SIGKILLs its whole process group, the run's parent and every worker, as a
+# power cut would (once). Tests start the run in a session of its own.
+KILL_RUN_MID_CLIP = "NST_BATCH_FAULT_KILL_RUN_MID_CLIP"
 
 
 def forwarded_env() -> dict[str, str]:
@@ -67,6 +71,15 @@ def at_progress(job_id: str, step: int, batch: int) -> None:
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: batch of {batch} > {above})")
+
+
+def after_clip_frame(index: int, count: int) -> None:
+    """Called by the worker when frame `index` (0-based) of a clip of `count` frames is saved."""
+    marker = os.environ.get(KILL_RUN_MID_CLIP)
+    if (marker and 1 <= index < count - 1 and multiprocessing.parent_process() is not None
+            and not os.path.exists(marker)):
+        Path(marker).touch()
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _hold(folder: Path, job_id: str) -> None:

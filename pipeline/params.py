@@ -21,6 +21,7 @@ CHOICES = {
     "pooling": ("max", "avg"),
     "format": ("png", "jpeg"),
 }
+TEMPORAL_WEIGHT = 1000.0   # measured on a panned clip: docs/video.md
 MAX_SIZE = 16384  # long side in pixels; far beyond any GPU, a guard against typos
 LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps: fixed, not a manifest key; memory estimates count it
 
@@ -32,6 +33,8 @@ class Params:
     content_weight: float = 1.0        # weight of the relative content loss
     style_weight: float = 50.0         # weight of the relative style loss (mean over layers)
     tv_weight: float = 0.0             # weight of the total-variation smoothness loss
+    temporal_weight: float = TEMPORAL_WEIGHT   # clips: pull towards the previous frame, warped
+                                       # by the optical flow (0: independent frames); photos ignore it
     content_layers: tuple[str, ...] = CONTENT_LAYERS
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] | None = None   # None: equal weights
@@ -134,7 +137,8 @@ def _check_one(key: str, value: Any) -> str | None:
                      "quality": (1, 100), "seed": (0, 2**63 - 1)}[key]
         if not low <= value <= high:
             return f"must be between {low} and {high}, got {value}"
-    elif key in ("content_weight", "style_weight", "tv_weight", "style_scale", "lr", "tol"):
+    elif key in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "style_scale", "lr",
+                 "tol"):
         if value is None and key == "lr":
             return None
         if not _is_number(value):
@@ -179,7 +183,7 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
     for key in ("content_layers", "style_layers", "style_layer_weights"):
         if merged[key] is not None:
             merged[key] = tuple(merged[key])
-    for key in ("content_weight", "style_weight", "tv_weight", "style_scale", "tol"):
+    for key in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "style_scale", "tol"):
         merged[key] = float(merged[key])
     if merged["lr"] is not None:
         merged["lr"] = float(merged["lr"])

@@ -12,6 +12,8 @@ Normalization (where this departs from the paper, and why):
   and the same style_weight means the same thing for every weights source and image size.
 - Content loss: mean((F − P)²) / mean(P²), relative for the same reason (the paper: ½ Σ (F − P)²).
 - Total variation: mean of squared neighbour differences in [0, 1] RGB.
+- Temporal (clips, Ruder et al. 2016): mean over all pixels of c · (x − ω)², with ω the previous
+  result warped onto this frame and c the flow's reliability mask; the paper's 1/D Σ c (x − ω)².
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     dx = (images[..., :, 1:] - images[..., :, :-1]).pow(2).flatten(1).mean(1)
     dy = (images[..., 1:, :] - images[..., :-1, :]).pow(2).flatten(1).mean(1)
     return dx + dy
+
+
+def temporal_loss(images: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked MSE to the warped previous frame: (B, 3, H, W), (B, 3, H, W), (B, 1, H, W) -> (B,)."""
+    return ((images.float() - warped.float()).pow(2) * mask).flatten(1).sum(1) / images[0].numel()
 
 
 def blend_grams(grams: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:

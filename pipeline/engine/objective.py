@@ -1,4 +1,4 @@
-"""The objective of a batch of jobs: content + style + TV loss, each job with its own targets.
+"""The objective of a batch of jobs: content + style + TV (+ temporal) loss, each job with its own targets.
 
 Per-job weights are (B,) tensors and per-job style targets are stacked (B, C, C), so jobs
 that differ in weights, style or content still share one forward and backward pass. Under
@@ -21,7 +21,8 @@ class Objective:
     """Weighted losses of images (B, 3, H, W) against fixed per-job targets."""
 
     def __init__(self, feats: VGGFeatures, content_targets: Mapping[str, torch.Tensor],
-                 style_targets: Sequence[StyleTargets] | StyleTargets, params: Sequence[Params] | Params):
+                 style_targets: Sequence[StyleTargets] | StyleTargets, params: Sequence[Params] | Params,
+                 temporal: tuple[torch.Tensor, torch.Tensor] | None = None):
         params = [params] if isinstance(params, Params) else list(params)
         if isinstance(style_targets, Mapping):
             style_targets = [style_targets]
@@ -41,6 +42,9 @@ class Objective:
         self.style_weight = column([p.style_weight for p in params])
         self.tv_weight = column([p.tv_weight for p in params])
         self.use_tv = any(p.tv_weight > 0 for p in params)
+        # Clips: (warped previous result (B, 3, H, W), reliability mask (B, 1, H, W)); engine/flow.py.
+        self.temporal = temporal
+        self.temporal_weight = column([p.temporal_weight for p in params])
         layer_weights = []
         for p in params:
             w = p.style_layer_weights or (1.0,) * len(p.style_layers)
@@ -53,8 +57,10 @@ class Objective:
         out.__dict__.update(self.__dict__)
         out.content_targets = {k: v[index] for k, v in self.content_targets.items()}
         out.style_targets = {k: v[index] for k, v in self.style_targets.items()}
-        for name in ("content_weight", "style_weight", "tv_weight", "layer_weights"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "layer_weights"):
             setattr(out, name, getattr(self, name)[index])
+        if self.temporal is not None:
+            out.temporal = tuple(t[index] for t in self.temporal)
         return out
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -69,6 +75,9 @@ class Objective:
         if self.use_tv:
             parts["tv"] = losses.tv_loss(images.float())
             total = total + self.tv_weight * parts["tv"]
+        if self.temporal is not None:
+            parts["temporal"] = losses.temporal_loss(images.float(), *self.temporal)
+            total = total + self.temporal_weight * parts["temporal"]
         parts["total"] = total
         return total, parts
 

@@ -58,6 +58,9 @@ class JobInput:
     init: str | torch.Tensor | None = None   # None: params.init ("content" or "noise")
     progress: Callable[[Progress], None] | None = None
     finished: Callable[[Result | NSTError], None] | None = None   # called as soon as the job is done
+    # Clips: (previous result warped onto this frame (1, 3, H, W), reliability mask (1, 1, H, W))
+    # at the content's size; adds temporal_weight × the masked squared difference (engine/flow.py).
+    temporal: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     n, _, h, w = content_batch.shape
     with torch.no_grad(), autocast:
         content_targets = feats(_layout(content_batch, precision), p0.content_layers)
-    objective = Objective(feats, content_targets, targets, [j.spec.params for j in jobs])
+    objective = Objective(feats, content_targets, targets, [j.spec.params for j in jobs], _temporal(jobs, (h, w)))
     starts = []
     for j, c in zip(jobs, content):
         if stage == 0:
@@ -250,6 +253,24 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
             objective = objective.keep(index)
             jobs = [jobs[i] for i in keep]
             n = len(jobs)
+
+
+def _temporal(jobs: list[_Job], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The batch's temporal targets at this stage's size; a job without one gets a zero mask."""
+    if all(j.spec.temporal is None for j in jobs):
+        return None
+    warped, masks = [], []
+    for j in jobs:
+        device = j.spec.content.device
+        if j.spec.temporal is None:
+            warped.append(torch.zeros(1, 3, *shape, device=device))
+            masks.append(torch.zeros(1, 1, *shape, device=device))
+            continue
+        w, m = j.spec.temporal
+        w = pixels.resize(w.to(device).float(), shape)
+        warped.append(pixels.grey(w) if j.grey else w)
+        masks.append(pixels.resize(m.to(device).float(), shape))
+    return torch.cat(warped), torch.cat(masks)
 
 
 def _check_convergence(jobs: list[_Job], totals: torch.Tensor) -> None:

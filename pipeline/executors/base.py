@@ -40,8 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Hashable, Iterable, Protocol
 
 from ..errors import DeviceError
-from ..imaging import image_shape
-from ..run.grouping import batch_key
+from ..run.grouping import batch_key, content_shape
 from ..run.jobs import Job
 from ..run.records import JobRecord, failed_record, iso_time
 
@@ -207,7 +206,7 @@ class Executor(ABC):
 
     def _key(self, job: Job) -> Hashable:
         if job.job_id not in self._keys:
-            self._keys[job.job_id] = batch_key(job, image_shape(job.content))
+            self._keys[job.job_id] = batch_key(job, content_shape(job))
         return self._keys[job.job_id]
 
     # --- events ------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def expand(manifest: Manifest) -> list[Job]:
     jobs: dict[str, Job] = {}
     for content, style in pairings(manifest):
         for params in all_params:
-            job = make_job(content, style.refs, params)
+            job = make_job(content, style.refs, params, manifest.clips.get(content))
             jobs.setdefault(job.job_id, job)
     return list(jobs.values())
 

@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..imaging import IMAGE_EXTENSIONS
 from ..run.jobs import safe_stem, style_stem
@@ -73,9 +73,14 @@ def _any_case_extension(pattern: str) -> str:
 class InputChecker:
     """Checks and resolves the image entries of one manifest; every problem goes to the report."""
 
-    def __init__(self, base: Path, output: Path | None, report: Report):
+    def __init__(self, base: Path, output: Path | None, report: Report,
+                 check_clip: Callable[["InputChecker", tuple, dict], Any] | None = None):
         self.base, self.output, self.report = base, output, report
         self._holding: set[Path] = set()   # input folders already reported as inside the output
+        # Clip entries `{video: ...}` / `{frames: ...}` (manifest/clips.py, passed in by the schema
+        # so that module can use the helpers here without a cycle): content path -> video.Clip.
+        self.check_clip = check_clip
+        self.clips: dict[str, Any] = {}
 
     def add(self, path: tuple, message: str, **kw: Any) -> None:
         self.report.add(path, message, **kw)
@@ -116,6 +121,13 @@ class InputChecker:
     def content(self, data: dict) -> list[str]:
         found: list[Path] = []
         for path, item in self._entries("content", data, "image files, folders or globs"):
+            if isinstance(item, dict) and self.check_clip is not None:   # a clip: docs/video.md
+                clip = self.check_clip(self, path, item)
+                if clip is not None and self.clips.setdefault(clip.path, clip) != clip:
+                    self.add(path, f"the clip {self._label(Path(clip.path))} is listed twice with different "
+                                   "frame selections; keep one entry per clip")
+                found += [Path(clip.path)] if clip is not None else []
+                continue
             found += self._images(path, item, "content")
         return list(dict.fromkeys(str(p) for p in found))
 

@@ -13,17 +13,19 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from ..errors import ManifestError, ParamError
 from .expand import expand, grid_combinations, grid_size, resolved_yaml, zip_mismatch
+from .clips import check_clip
 from .inputs import MAX_JOBS, PATH_HINT, InputChecker, StyleEntry, file_kind, resolve
 from ..run.jobs import INIT_KEYWORDS
 from .yaml_reader import (INVALID, MAX_NODES, Abort, Report, describe, has_invalid, is_number,
                             read_yaml, suggest)
+from ..video import Clip
 from ..params import PARAM_NAMES, param_problems, params_from_mapping, show_value
 from ..views.sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
 
@@ -59,6 +61,7 @@ class Manifest:
     timeout: float | None                     # seconds per job; None: no limit
     sheet: Sheet | None
     data: Mapping[str, Any]                   # the YAML as read, once it validated
+    clips: Mapping[str, Clip] = field(default_factory=lambda: MappingProxyType({}))   # content path -> its clip
     warnings: tuple[str, ...] = ()            # entries whose jobs will fail alone (a broken symlink)
 
 
@@ -90,7 +93,7 @@ class _Checker:
         self.report.unknown_keys((), data, TOP_KEYS)
         self._version(data)
         self.output = self._output(data)
-        inputs = InputChecker(self.base, self.output, self.report)
+        inputs = InputChecker(self.base, self.output, self.report, check_clip)
         pairing = inputs.pairing(data)
         content: list[str] = []
         styles: list[StyleEntry] = []
@@ -134,7 +137,8 @@ class _Checker:
             content=tuple(content), styles=tuple(styles), pairing=pairing, pairs=tuple(pairs),
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
             workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet,
-            data=MappingProxyType(data), warnings=tuple(self.report.warnings()))
+            data=MappingProxyType(data), clips=MappingProxyType(dict(inputs.clips)),
+            warnings=tuple(self.report.warnings()))
 
     # --- small typed values -----------------------------------------------------------------
 

@@ -6,6 +6,13 @@ from typing import Hashable
 
 from .jobs import Job
 from ..engine.layers import scaled_size
+from ..imaging import image_shape
+from ..video import clip_shape
+
+
+def content_shape(job: Job) -> tuple[int, int] | None:
+    """(H, W) of a job's content image, or of its clip's frames; None when unreadable."""
+    return image_shape(job.content) if job.clip is None else clip_shape(job.clip)
 
 
 def batch_key(job: Job, content_shape: tuple[int, int] | None) -> Hashable:
@@ -17,5 +24,7 @@ def batch_key(job: Job, content_shape: tuple[int, int] | None) -> Hashable:
     # With several stages every job must switch stage together, so the per-stage budgets must
     # agree; with one stage, jobs of different budgets simply leave the batch at different steps.
     budgets = tuple(p.stage_steps()) if len(stages) > 1 else ()
-    return (stages, budgets, p.optimizer, p.learning_rate, p.weights, p.pooling,
+    # A clip job runs as a chain of frames (run/clips.py): it batches with clips only.
+    kind = "clip" if job.clip is not None else "image"
+    return (kind, stages, budgets, p.optimizer, p.learning_rate, p.weights, p.pooling,
             tuple(p.content_layers), tuple(p.style_layers))

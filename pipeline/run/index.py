@@ -24,7 +24,7 @@ from ..errors import OutputError
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 1                        # PRAGMA user_version; bump when COLUMNS change
+SCHEMA_VERSION = 2                        # PRAGMA user_version; bump when COLUMNS change
 STATUSES = ("done", "failed", "timeout")
 MISSING_IMAGE = "output image missing"
 
@@ -39,7 +39,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("steps", "INTEGER"), ("seconds", "REAL"), ("attempts", "INTEGER NOT NULL DEFAULT 1"),
     ("device", "TEXT"), ("weights_id", "TEXT"), ("cache_hit", "INTEGER NOT NULL DEFAULT 0"),
     ("error", "TEXT"), ("started_at", "TEXT"), ("finished_at", "TEXT"),
+    ("temporal_error", "REAL"),   # clips only (docs/video.md); version 2 added it, at the end
 )
+# Columns added since version 1, in order: an older index gains them in place when opened.
+_ADDED = {2: ("temporal_error", "REAL")}
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("styles", "params")
 _REAL = tuple(n for n, t in COLUMNS if t.startswith("REAL"))
@@ -298,6 +301,10 @@ def _connect(path: Path, output_dir: Path, *, create: bool) -> sqlite3.Connectio
                 f"BEGIN; CREATE TABLE IF NOT EXISTS jobs ({columns});"
                 " CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);"
                 f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        elif 0 < version < SCHEMA_VERSION:
+            steps = " ".join(f"ALTER TABLE jobs ADD COLUMN {_ADDED[v][0]} {_ADDED[v][1]};"
+                             for v in range(version + 1, SCHEMA_VERSION + 1))
+            conn.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         elif version != SCHEMA_VERSION:
             conn.close()
             raise OutputError(

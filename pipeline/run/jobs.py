@@ -18,6 +18,7 @@ from typing import Any, Iterable
 from ..errors import InputError, OutputError
 from ..engine.weights import weights_id
 from ..params import Params
+from ..video import Clip
 
 # Bump when a change to the algorithm would make old outputs differ from new ones: job ids
 # hash it, so resume then redoes the old outputs instead of keeping them as if new. GOLDEN is
@@ -40,7 +41,8 @@ class Job:
     content: str                      # absolute path
     styles: tuple[StyleRef, ...]
     params: Params
-    output: str                       # image path relative to the output folder
+    output: str                       # image path relative to the output folder (a clip: its mp4)
+    clip: Clip | None = None          # a chain of frames (content is the video or frames folder)
 
     @property
     def sidecar(self) -> str:
@@ -54,6 +56,7 @@ class Job:
             "styles": [{"path": s.path, "weight": s.weight} for s in self.styles],
             "params": self.params.to_dict(),
             "output": self.output,
+            **({"clip": self.clip.selection()} if self.clip is not None else {}),
         }
 
 
@@ -89,15 +92,33 @@ def input_identity(path: str) -> str:
         return "unreadable:" + path
 
 
-def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params) -> str:
+def clip_sha256(clip: Clip) -> str:
+    """sha256 of a clip's bytes: the video file, or every frame of the folder in order."""
+    if clip.kind == "video":
+        return content_sha256(clip.path)
+    from ..video import frame_files
+
+    digest = hashlib.sha256()
+    for frame in frame_files(clip.path):
+        digest.update(content_sha256(frame).encode())
+    return digest.hexdigest()
+
+
+def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip: Clip | None = None) -> str:
     total = sum(s.weight for s in styles)
     init = params.init if params.init in INIT_KEYWORDS else "file:" + content_sha256(params.init)
+    values = params.to_dict()
+    if clip is None:
+        # temporal_weight cannot change a photo: keep photo ids what they were before clips.
+        del values["temporal_weight"]
     spec = {
         "algorithm": ALGORITHM_VERSION,
-        "content": input_identity(content),
+        "content": input_identity(content) if clip is None else clip_sha256(clip),
         "styles": [[input_identity(s.path), round(s.weight / total, 12)] for s in styles],
-        "params": {**params.to_dict(), "init": init, "weights": weights_id(params.weights)},
+        "params": {**values, "init": init, "weights": weights_id(params.weights)},
     }
+    if clip is not None:
+        spec["clip"] = {k: v for k, v in clip.selection().items() if k != "kind"}
     blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -138,10 +159,15 @@ def _absolute(path: str | Path) -> str:
     return str(path.resolve() if path.exists() or not path.is_symlink() else path.absolute())
 
 
-def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params) -> Job:
+def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params,
+             clip: Clip | None = None) -> Job:
     content = _absolute(content)
     refs = tuple(StyleRef(_absolute(p), float(w)) for p, w in styles)
     if params.init not in INIT_KEYWORDS:
         params = params.replace(init=str(Path(params.init).resolve()))
-    job_id = job_id_for(content, refs, params)
+    job_id = job_id_for(content, refs, params, clip)
+    if clip is not None:
+        # `<clip>/<style>/<job_id>/`: the frames, the mp4 and the sidecar side by side.
+        folder = output_path_for(content, refs, job_id, "png").rsplit(".", 1)[0]
+        return Job(job_id, content, refs, params, f"{folder}/{job_id}.mp4", clip)
     return Job(job_id, content, refs, params, output_path_for(content, refs, job_id, params.format))

@@ -10,7 +10,7 @@ import json
 import signal
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +18,8 @@ from filelock import FileLock, Timeout
 
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
-from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
+from ..imaging import atomic_write_bytes, remove_partial_writes
+from .grouping import content_shape
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
 from ..engine.weights import weights_id
@@ -357,5 +358,7 @@ def target_keys(job: Job) -> list[TargetKey]:
     Stage sizes come from the content's header shape, as the worker computes them, so `plan`
     counts the same keys a run uses (coarse stages of wide images are raised to fit conv5_1)."""
     wid = weights_id(job.params.weights)
-    return [key_for(job.params, ref.path, job.content, side, wid)
-            for side in job.params.stage_sizes(image_shape(job.content)) for ref in job.styles]
+    # A clip's colour-preserving variants are keyed by the clip (run/clips.py): counted as plain here.
+    params = job.params if job.clip is None else replace(job.params, preserve_color="none")
+    return [key_for(params, ref.path, job.content, side, wid)
+            for side in job.params.stage_sizes(content_shape(job)) for ref in job.styles]

@@ -46,6 +46,8 @@ class JobRecord:
     error: str | None = None                 # one line, for failed and timeout
     batch_size: int | None = None            # jobs in the batch it ran in
     precision: str | None = None             # fp32 | bf16
+    temporal_error: float | None = None      # clips: flicker measured on the output (docs/video.md)
+    clip: Mapping[str, Any] | None = None    # clips: frame count, fps, selection, per-frame records
 
     @property
     def done(self) -> bool:

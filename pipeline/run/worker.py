@@ -157,6 +157,12 @@ class JobRunner:
 
     def _run_items(self, items: list[_Item], emit: Emit, raw_progress: bool = False,
                    errors: list[BaseException] | None = None) -> None:
+        clips = [item for item in items if item.job.clip is not None]
+        if clips:   # chains of frames, batched across clip jobs: run/clips.py
+            from .clips import run_clips
+
+            run_clips(self, [(item.job, item.image_path) for item in clips], emit, PROGRESS_EVERY, raw_progress)
+            items = [item for item in items if item.job.clip is None]
         by_key: dict[Hashable, list[_Item]] = {}
         for item in items:
             by_key.setdefault(batch_key(item.job, imaging.image_shape(item.job.content)), []).append(item)

@@ -22,15 +22,16 @@ from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, read_image, to_pil
 from .results import (IMAGE_KEYS, ResultRow, axis_value, cell_reason, inside, load_results, value_label,
                       value_sort_key, varying_keys)
+from .clips import is_clip_output, strip
 from .sheets import SHEET_STEM
 
 GALLERY_NAME = "index.html"
 THUMBS_DIR = ".thumbs"
 GALLERY_THUMB = 256          # long side of the cached thumbnails, pixels
-STAT_COLUMNS = ("loss_total", "loss_content", "loss_style", "loss_tv", "steps", "seconds", "device",
-                "cache_hit")
+STAT_COLUMNS = ("loss_total", "loss_content", "loss_style", "loss_tv", "temporal_error", "steps", "seconds",
+                "device", "cache_hit")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
-CSP = ("default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; "
+CSP = ("default-src 'none'; img-src 'self' file: data:; media-src 'self' file:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
 
 
@@ -59,11 +60,16 @@ def ensure_thumb(root: Path, result: ResultRow, size: int = GALLERY_THUMB) -> st
     thumb = root / relative
     if thumb.is_file() and thumb.stat().st_mtime_ns >= image.stat().st_mtime_ns:
         return relative
-    try:
-        pil = to_pil(read_image(image, long_side_hint=size))
-    except NSTError:
-        return None   # unreadable output: the page shows a placeholder that says so
-    pil.thumbnail((size, size))
+    if is_clip_output(result.output):
+        pil = strip(image, (2 * size, size))   # a clip: a strip of its frames
+        if pil is None:
+            return None
+    else:
+        try:
+            pil = to_pil(read_image(image, long_side_hint=size))
+        except NSTError:
+            return None   # unreadable output: the page shows a placeholder that says so
+        pil.thumbnail((size, size))
     buffer = io.BytesIO()
     pil.save(buffer, format="JPEG", quality=85)
     try:
@@ -158,7 +164,11 @@ def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[s
     caption = f"{labels['content']} × {labels['style']}"
     details = " · ".join([*(f"{k}={labels[k]}" for k in swept), r.status])
     tip = _e(_describe(r))
-    if thumb is not None:
+    if thumb is not None and is_clip_output(r.output):
+        # A clip: its mp4, playable in place, above the strip of its frames (views/clips.py).
+        body = (f'<video class="clip" controls loop muted preload="metadata" src="{_url(r.output)}" '
+                f'title="{tip}"></video><img class="strip" src="{_url(thumb)}" alt="{_e(caption)} (frames)">')
+    elif thumb is not None:
         body = (f'<a href="{_url(r.output)}" title="{tip}"><img src="{_url(thumb)}" '
                 f'alt="{_e(caption)}"></a>')
     else:
@@ -192,6 +202,8 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
 #grid { display: flex; flex-wrap: wrap; gap: 10px; margin: 1em 0; }
 .card { margin: 0; width: 200px; }
 .card img { width: 200px; height: 150px; object-fit: contain; display: block; background: #ddd; }
+.card video.clip { width: 200px; height: 150px; display: block; background: #000; }
+.card img.strip { height: 50px; }
 .card figcaption { font-size: 12px; overflow-wrap: anywhere; }
 .card.failed .ph, .card.timeout .ph { background: #fadede; }
 .ph { width: 200px; height: 150px; background: #eee; font-size: 12px; padding: 4px;

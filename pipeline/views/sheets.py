@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import NSTError, OutputError, ParamError
 from ..imaging import atomic_write_bytes, read_image, to_pil
+from .clips import first_frame, is_clip_output, strip
 from .results import IMAGE_KEYS, ResultRow, cell_reason, inside, load_results, value_label
 from .sheet_plan import DEFAULT_MAX_CELLS, SheetPlan, parse_where, plan_sheets
 
@@ -192,10 +193,13 @@ class _Painter:
 
     @staticmethod
     def load(path: Path, box: tuple[int, int]) -> Image.Image | None:
+        if is_clip_output(str(path)):
+            # A clip job's mp4: a strip of the frames beside it; a content video: its first frame.
+            return strip(path, box) or first_frame(path, box)
         try:
             return ImageOps.contain(to_pil(read_image(path, long_side_hint=max(box))), box)
         except NSTError:
-            return None
+            return first_frame(path, box)      # a clip's content (video or frames folder), or None
 
     def cell(self, sheet: Image.Image, draw: ImageDraw.ImageDraw, result: ResultRow | None, caption: str,
              xy: tuple[int, int]) -> None:
