@@ -201,7 +201,7 @@ def run_clips(runner: JobRunner, jobs: list[tuple[Job, Path]], emit: Emit, progr
         started_at, t0 = now_iso(), time.perf_counter()
         try:
             clip = _Clip(runner, job, image_path, emit)
-        except NSTError as err:
+        except Exception as err:  # this clip's input or a library error on it: this job fails alone
             emit(("record", job.job_id, failed_record(job, err, str(runner.device), started_at,
                                                       time.perf_counter() - t0)))
             continue
