@@ -234,12 +234,12 @@ def reindex(output_dir: str | Path) -> int:
         # would replay them onto it. Remove them first: between the unlinks and the replace a
         # reader sees the old file without its newest commits, which the new file supersedes.
         for suffix in ("-wal", "-shm"):
-            _unlink(final.with_name(INDEX_NAME + suffix))
+            final.with_name(INDEX_NAME + suffix).unlink(missing_ok=True)
         os.replace(tmp, final)
         _fsync(root)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
-            _unlink(leftover)
+            leftover.unlink(missing_ok=True)
     return len(records)
 
 
@@ -379,13 +379,6 @@ def _read_sidecar(root: Path, path: Path) -> dict[str, Any] | None:
     if record["status"] == "done" and not (root / record["output"]).is_file():
         record = {**record, "status": "failed", "error": MISSING_IMAGE}
     return record
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _fsync(path: Path) -> None:
