@@ -319,3 +319,18 @@ def test_video_selection_by_time_step_and_count(tmp_path):
     with pytest.raises(InputError, match=r"has 1 frame\(s\) after selection \(frame_step 1, start 0.85s\); "
                                          "a clip needs at least 2"):
         read_frames(Clip("video", str(tmp_path / "c.mp4"), start=0.85), 16)
+
+
+def test_clips_on_the_ray_executor_are_refused_in_one_line_before_anything_runs(tmp_path):
+    write_frames(tmp_path / "clips" / "walk", sliding(2, 16))
+    write_style(tmp_path / "style.png")
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(tmp_path / "m.yaml"),
+                           "--executor", "ray", "--cache-dir", str(tmp_path / "cache")],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: 1 clip job(s) (video/frames entries) cannot run on the Ray executor yet: run them "
+        "with --executor local (the default), or as Slurm shards"]
+    assert not list((tmp_path / "out").rglob("*.png"))

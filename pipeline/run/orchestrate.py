@@ -208,6 +208,12 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
     else:
         todo = state.pending + (state.failed if options.retry_failed else [])
     if options.executor == "ray":
+        clips = [j for j in todo if j.clip is not None]
+        if clips:
+            # A Ray actor ships one input file and one output image each way; a clip reads a
+            # folder or video and writes many frames (docs/video.md): refuse before anything runs.
+            raise NSTError(f"{len(clips)} clip job(s) (video/frames entries) cannot run on the Ray executor "
+                           "yet: run them with --executor local (the default), or as Slurm shards")
         from ..executors.ray import RayExecutor as Executor, plan_ray_slots
 
         slots = plan_ray_slots(options.devices or manifest.devices, manifest.workers_per_device,
