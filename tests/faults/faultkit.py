@@ -307,3 +307,20 @@ class Watcher:
 def sqlite_integrity(out: Path) -> str:
     with sqlite3.connect(out / "index.sqlite") as db:
         return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def cli_inline(*args: str) -> tuple[int, str, str]:
+    """The CLI in this process: (exit code, stdout, stderr), for checks that need no real run."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as stop:
+            code = stop.code
+    return code, out.getvalue(), err.getvalue()

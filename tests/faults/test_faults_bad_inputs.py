@@ -8,11 +8,7 @@ the manifest names itself must exist and be a file.
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import struct
-import subprocess
-import sys
 import zlib
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -22,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_content, make_style
-from faultkit import REPO, assert_consistent, cli_env, index_rows, pinned
+from faultkit import index_rows, pinned
 from pipeline.run.orchestrate import RunOptions, prepare, run_manifest
 from pipeline.cli import main
 from pipeline.fault_hooks import ENOSPC as FAULT_ENOSPC

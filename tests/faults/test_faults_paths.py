@@ -1,18 +1,16 @@
 """Outputs only ever land inside the output folder; weights files never run code."""
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import make_content, make_style
-from pipeline.cli import main
+from faultkit import cli_inline as run_cli
 from pipeline.errors import OutputError
 from pipeline.run.index import reindex
 from pipeline.run.jobs import make_job
@@ -68,17 +66,6 @@ def test_a_forged_sidecar_pointing_outside_is_never_indexed(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="pipeline.run.index")
     assert reindex(root) == 0
     assert caplog.text.count("is not a path inside the output folder") == 3
-
-
-def run_cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_manifest_output_with_a_nul_byte_is_refused_and_a_folder_elsewhere_is_the_users_choice(tmp_path):

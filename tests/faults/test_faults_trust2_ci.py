@@ -7,7 +7,6 @@ against stub `apt-get`, `make` and `id` commands that only record their calls.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 

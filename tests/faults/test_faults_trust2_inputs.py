@@ -3,31 +3,17 @@ folder, `stylize -o` onto its own input under another name, and one unreadable e
 folder of thousands (docs/reliability.md)."""
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from conftest import make_content, make_style
-from faultkit import REPO, assert_consistent, cli_env, pinned
-from pipeline.cli import main
+from faultkit import cli_inline as cli, REPO, assert_consistent, cli_env, pinned
 from pipeline.run.orchestrate import RunOptions, run_manifest
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-    return code, out.getvalue(), err.getvalue()
 
 
 # --- 1. the output folder is an input folder, or above one ----------------------------------

@@ -5,27 +5,14 @@ a negative `--retries` was accepted.
 """
 from __future__ import annotations
 
-import io
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
 from conftest import make_content, make_style
-from pipeline.cli import main
+from faultkit import cli_inline as cli
 from pipeline.run import orchestrate
 
 HELP = " (see: nst-batch run --help)"
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as stop:
-            code = stop.code
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
