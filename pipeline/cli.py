@@ -49,8 +49,8 @@ def _csv(value: Optional[str], cast=str):
 def stylize(
     content: Annotated[Path, typer.Argument(help="Content image (any format Pillow reads).")],
     styles: Annotated[list[Path], typer.Argument(help="One or more style images; several are blended.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.png, or .jpg/.jpeg for JPEG).")],
-    size: Annotated[Optional[int], typer.Option(help=f"Long side of the output in pixels [default: {D.size}].")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .png, .jpg/.jpeg (JPEG) or .tif/.tiff (TIFF, LZW); tagged sRGB.")],
+    size: Annotated[Optional[str], typer.Option(help=f"Long side of the output in pixels, or native (the content's own size) [default: {D.size}].")] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Objective evaluations in all stages [default: {D.steps}].")] = None,
     content_weight: Annotated[Optional[float], typer.Option(help=f"Content loss weight [default: {D.content_weight:g}].")] = None,
     style_weight: Annotated[Optional[float], typer.Option(help=f"Style loss weight [default: {D.style_weight:g}].")] = None,
@@ -67,10 +67,11 @@ def stylize(
     pooling: Annotated[Optional[str], typer.Option(help=f"max | avg [default: {D.pooling}].")] = None,
     style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated blend weight per style image [default: equal].")] = None,
     style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output [default: {D.style_scale:g}].")] = None,
-    multiscale: Annotated[Optional[int], typer.Option(help=f"Coarse-to-fine stages, each twice the last [default: {D.multiscale}].")] = None,
+    multiscale: Annotated[Optional[str], typer.Option(help=f"Coarse-to-fine stages, each twice the last: auto (from about 256 px up) or a count, 1 for one stage [default: {D.multiscale}].")] = None,
     tol: Annotated[Optional[float], typer.Option(help=f"End a stage early when the loss improves by less than this fraction over 25 evaluations; 0 never [default: {D.tol:g}].")] = None,
     quality: Annotated[Optional[int], typer.Option(help=f"JPEG quality [default: {D.quality}].")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
+    memory_limit: Annotated[Optional[str], typer.Option(help="Memory the job may use, e.g. 2GB; larger sizes run in tiles [default: what the device has free].")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the style-target cache.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -79,16 +80,45 @@ def stylize(
     from .run.stylize_one import stylize_one
 
     values = {
-        "size": size, "steps": steps, "content_weight": content_weight, "style_weight": style_weight,
+        "size": _size(size), "steps": steps, "content_weight": content_weight, "style_weight": style_weight,
         "tv_weight": tv_weight, "content_layers": _csv(content_layers), "style_layers": _csv(style_layers),
         "style_layer_weights": _csv(style_layer_weights, float), "optimizer": optimizer, "lr": lr,
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
-        "pooling": pooling, "style_scale": style_scale, "multiscale": multiscale, "quality": quality,
+        "pooling": pooling, "style_scale": style_scale, "multiscale": _count_or_auto(multiscale), "quality": quality,
         "tol": tol,
     }
     stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
                 blend=_csv(style_blend, float), device=device, cache_dir=cache_dir,
-                use_cache=not no_cache, show_progress=not quiet)
+                use_cache=not no_cache, show_progress=not quiet, memory_limit=_memory(memory_limit))
+
+
+def _size(value: Optional[str]):
+    if value is None or value == "native":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a number of pixels or native, got {value!r}", param_hint="'--size'") from None
+
+
+def _count_or_auto(value: Optional[str]):
+    if value is None or value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected auto or a number of stages, got {value!r}", param_hint="'--multiscale'") from None
+
+
+def _memory(value: Optional[str]) -> Optional[int]:
+    from .run.memory import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="'--memory-limit'") from None
 
 
 def _shard(value: Optional[str]) -> Optional[tuple[int, int]]:
@@ -146,6 +176,7 @@ def run(
     batch_size: Annotated[Optional[int], typer.Option(help="Jobs optimized together in one batch [default: auto: 1 on CPU, what fits on a GPU].")] = None,
     precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network in each worker.")] = False,
+    memory_limit: Annotated[Optional[str], typer.Option(help="Memory each worker may use, e.g. 2GB [default: manifest's memory_limit, else the device's free memory shared among its workers].")] = None,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
     from .run.orchestrate import RunOptions, run_manifest
@@ -170,7 +201,7 @@ def run(
     options = RunOptions(devices=_devices(device), workers=workers, force=force, retry_failed=retry_failed,
                          dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now,
                          executor=executor, address=address, batch_size=batch_size, precision=precision,
-                         compile=compile)
+                         compile=compile, memory_limit=_memory(memory_limit))
     summary = run_manifest(manifest, options, shard=_shard(shard))
     raise typer.Exit(finish_run(summary))
 

@@ -6,6 +6,7 @@ half-written file under a final name.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from . import fault_hooks
@@ -28,14 +29,17 @@ MAX_PIXELS = 120_000_000   # refuse larger inputs before decoding them (decompre
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)           # read once at import: os.umask can only be read by setting it
 MAX_ASPECT = 50            # a 10000 × 10 strip cannot be stylized meaningfully
+_TIFF_DESCRIPTION = 270    # the ImageDescription tag: where TIFF outputs keep their parameters
 
 
 def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Tensor:
     """Load any image Pillow reads as a (1, 3, H, W) float tensor, RGB in [0, 1].
 
-    EXIF orientation is applied; transparency is composited on white; palette, grey, CMYK and
-    16-bit images are converted. `long_side_hint` lets JPEG decode at a reduced scale when the
-    caller will shrink the image anyway (never below the hint).
+    EXIF orientation is applied; an embedded ICC profile (Display P3, Adobe RGB, a CMYK or grey
+    profile) is converted to sRGB, the space VGG was trained in and the one outputs are tagged
+    with; transparency is composited on white; palette, grey, CMYK and 16-bit images are
+    converted. `long_side_hint` lets JPEG decode at a reduced scale when the caller will shrink
+    the image anyway (never below the hint).
     """
     import torch
 
@@ -63,7 +67,7 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
                     if s < 1:
                         img.draft("RGB", (max(1, round(w * s)), max(1, round(h * s))))
                 img.load()
-                rgb = _to_rgb(ImageOps.exif_transpose(img))
+                rgb = _to_srgb(ImageOps.exif_transpose(img))
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -101,6 +105,36 @@ def _check_geometry(path: Path, size: tuple[int, int]) -> None:
         raise InputError(f"{path}: {w} × {h} is over {MAX_PIXELS:,} pixels; downscale it first")
     if min(w, h) < 1 or max(w, h) / max(1, min(w, h)) > MAX_ASPECT:
         raise InputError(f"{path}: {w} × {h} has an aspect ratio beyond {MAX_ASPECT}:1; crop it first")
+
+
+_SRGB = ImageCms.createProfile("sRGB")
+SRGB_ICC = ImageCms.ImageCmsProfile(_SRGB).tobytes()
+_PROFILE_MODES = {"RGB": ("RGB", "RGBA"), "CMYK": ("CMYK",), "GRAY": ("L",)}
+
+
+def _to_srgb(img: Image.Image) -> Image.Image:
+    """RGB in sRGB: through the embedded ICC profile when there is one Pillow can apply."""
+    icc = img.info.get("icc_profile")
+    if not icc:
+        return _to_rgb(img)
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        space = source.profile.xcolor_space.strip()
+    except (OSError, ImageCms.PyCMSError):
+        return _to_rgb(img)        # a broken profile: read the numbers as sRGB, as browsers do
+    if space == "RGB" and img.mode not in _PROFILE_MODES["RGB"]:
+        img = _to_rgb(img)         # palette, 16-bit or alpha forms first; the profile still holds
+    if img.mode not in _PROFILE_MODES.get(space, ()):
+        return _to_rgb(img)
+    alpha = img.mode == "RGBA"
+    if alpha:
+        img = _to_rgb(img)         # composite on white in the source space, then convert
+    try:
+        # Perceptual intent: out-of-gamut colours (P3 reds) are compressed, not clipped flat.
+        return ImageCms.profileToProfile(img, source, _SRGB, outputMode="RGB",
+                                         renderingIntent=ImageCms.Intent.PERCEPTUAL)
+    except ImageCms.PyCMSError:
+        return _to_rgb(img)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -180,9 +214,8 @@ def remove_partial_writes(paths: Iterable[Path]) -> int:
 
 def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,
                metadata: dict[str, Any] | None = None) -> Path:
-    """Save atomically as PNG (parameters in a text chunk) or JPEG (parameters in the comment)."""
-    import io
-
+    """Save atomically as PNG (parameters in a text chunk), JPEG (in the comment) or TIFF (in
+    the ImageDescription tag, LZW-compressed), always tagged with an sRGB ICC profile."""
     path = Path(path)
     pil = to_pil(image)
     buffer = io.BytesIO()
@@ -190,11 +223,14 @@ def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality:
     if fmt == "png":
         info = PngInfo()
         info.add_text("nst-batch", text)
-        pil.save(buffer, format="PNG", pnginfo=info)
+        pil.save(buffer, format="PNG", pnginfo=info, icc_profile=SRGB_ICC)
     elif fmt == "jpeg":
-        pil.save(buffer, format="JPEG", quality=quality, comment=text.encode())
+        pil.save(buffer, format="JPEG", quality=quality, comment=text.encode(), icc_profile=SRGB_ICC)
+    elif fmt == "tiff":
+        pil.save(buffer, format="TIFF", compression="tiff_lzw", icc_profile=SRGB_ICC,
+                 tiffinfo={_TIFF_DESCRIPTION: text})
     else:
-        raise OutputError(f"unknown output format {fmt!r}; use png or jpeg")
+        raise OutputError(f"unknown output format {fmt!r}; use png, jpeg or tiff")
     try:
         atomic_write_bytes(path, buffer.getvalue())
     except OSError as err:
@@ -205,5 +241,6 @@ def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality:
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The parameters embedded by `save_image`."""
     with Image.open(path) as img:
-        raw = img.info.get("nst-batch") or img.info.get("comment") or b"{}"
+        tags = getattr(img, "tag_v2", {})
+        raw = img.info.get("nst-batch") or img.info.get("comment") or tags.get(_TIFF_DESCRIPTION) or b"{}"
     return json.loads(raw if isinstance(raw, str) else raw.decode())

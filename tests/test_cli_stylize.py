@@ -126,7 +126,7 @@ def test_unsupported_output_suffix(inputs, capsys):
     content, style, root = inputs
     out = root / "o.gif"
     assert _fail(capsys, ["stylize", str(content), str(style), "-o", str(out)]) == \
-        f"error: output {out} must end in .png, .jpg or .jpeg"
+        f"error: output {out} must end in .png, .jpg, .jpeg, .tif or .tiff"
 
 
 @pytest.mark.parametrize("blend, message", [

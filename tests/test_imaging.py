@@ -280,7 +280,7 @@ def test_to_pil_rounds(tmp_path):
 
 
 def test_unknown_format(tmp_path):
-    with pytest.raises(OutputError, match=r"^unknown output format 'gif'; use png or jpeg$"):
+    with pytest.raises(OutputError, match=r"^unknown output format 'gif'; use png, jpeg or tiff$"):
         save_image(_image(), tmp_path / "a.gif", "gif")
 
 

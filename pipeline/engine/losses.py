@@ -22,10 +22,15 @@ import torch
 _EPS = 1e-8
 
 
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """At least fp32 for sums over many positions (float64 stays float64, for exactness checks)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C) Gram matrix over positions, divided by H·W, in fp32."""
     b, c, h, w = features.shape
-    flat = features.reshape(b, c, h * w).float()
+    flat = widen(features.reshape(b, c, h * w))
     # Autocast would run this bmm in bf16 again (it casts matmul inputs down): a Gram sums H·W
     # products, and bf16's 8-bit mantissa would blur the style targets and the loss.
     with torch.autocast(features.device.type, enabled=False):
@@ -34,8 +39,8 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Relative MSE per image: (B, C, H, W) vs (B or 1, C, H, W) -> (B,)."""
-    diff = (features.float() - target.float()).pow(2).flatten(1).mean(1)
-    energy = target.float().pow(2).flatten(1).mean(1)
+    diff = (widen(features) - widen(target)).pow(2).flatten(1).mean(1)
+    energy = widen(target).pow(2).flatten(1).mean(1)
     return diff / (energy + _EPS)
 
 

@@ -6,7 +6,8 @@ autocast the network runs in bf16; Gram matrices and losses are always fp32 (los
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from contextlib import nullcontext
+from typing import ContextManager, Mapping, Sequence
 
 import torch
 
@@ -53,7 +54,7 @@ class Objective:
 
     def keep(self, index: torch.Tensor) -> "Objective":
         """The same objective restricted to the jobs at `index` (a LongTensor)."""
-        out = object.__new__(Objective)
+        out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
         out.content_targets = {k: v[index] for k, v in self.content_targets.items()}
         out.style_targets = {k: v[index] for k, v in self.style_targets.items()}
@@ -63,9 +64,22 @@ class Objective:
             out.temporal = tuple(t[index] for t in self.temporal)
         return out
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def value_and_grad(self, images: torch.Tensor, autocast: ContextManager | None = None
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Loss (B,), its parts, and the gradient of the summed loss w.r.t. images (B, 3, H, W).
+
+        The network runs under `autocast` (bf16 on CUDA); the backward pass outside it."""
+        x = images.detach().requires_grad_(True)
+        with torch.enable_grad():
+            total, parts = self(x, autocast)
+            total.sum().backward()
+        return total.detach(), {k: v.detach() for k, v in parts.items()}, x.grad
+
+    def __call__(self, images: torch.Tensor, autocast: ContextManager | None = None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """images (B, 3, H, W) -> total loss (B,) and its parts, each (B,) in fp32."""
-        acts = self.feats(images, self.layers)
+        with autocast or nullcontext():
+            acts = self.feats(images, self.layers)
         content = sum(losses.content_loss(acts[n], self.content_targets[n]) for n in self.content_layers)
         content = content / len(self.content_layers)
         style = sum(self.layer_weights[:, i] * losses.style_layer_loss(losses.gram(acts[n]), self.style_targets[n])
@@ -73,7 +87,7 @@ class Objective:
         parts = {"content": content, "style": style}
         total = self.content_weight * content + self.style_weight * style
         if self.use_tv:
-            parts["tv"] = losses.tv_loss(images.float())
+            parts["tv"] = losses.tv_loss(losses.widen(images))
             total = total + self.tv_weight * parts["tv"]
         if self.temporal is not None:
             parts["temporal"] = losses.temporal_loss(images.float(), *self.temporal)

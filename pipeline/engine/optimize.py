@@ -23,6 +23,7 @@ from ..errors import NSTError
 from .features import VGGFeatures
 from .optimizers import BatchAdam, BatchLBFGS
 from .objective import Objective, StyleTargets, style_grams
+from .tiled import make_objective
 from ..params import LBFGS_HISTORY, Params
 
 StyleTargetsFn = Callable[[int], StyleTargets]     # stage long side -> targets
@@ -61,6 +62,8 @@ class JobInput:
     # Clips: (previous result warped onto this frame (1, 3, H, W), reliability mask (1, 1, H, W))
     # at the content's size; adds temporal_weight × the masked squared difference (engine/flow.py).
     temporal: tuple[torch.Tensor, torch.Tensor] | None = None
+    tiles: tuple[int | None, ...] = ()        # per stage: tile core size (px), None or () whole image
+    lbfgs_history: int = LBFGS_HISTORY        # curvature pairs L-BFGS keeps (the memory planner may shorten it)
 
 
 @dataclass(frozen=True)
@@ -192,9 +195,10 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
         content.append(pixels.grey(c) if j.grey else c)
     content_batch = torch.cat(content)
     n, _, h, w = content_batch.shape
-    with torch.no_grad(), autocast:
-        content_targets = feats(_layout(content_batch, precision), p0.content_layers)
-    objective = Objective(feats, content_targets, targets, [j.spec.params for j in jobs], _temporal(jobs, (h, w)))
+    # A stage too large for memory runs in tiles, with the same loss and gradient (tiled.py).
+    tile = jobs[0].spec.tiles[stage] if jobs[0].spec.tiles else None
+    objective = make_objective(feats, _layout(content_batch, precision), targets,
+                               [j.spec.params for j in jobs], tile, autocast, _temporal(jobs, (h, w)))
     starts = []
     for j, c in zip(jobs, content):
         if stage == 0:
@@ -208,14 +212,10 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     x = torch.cat(starts).reshape(n, -1).float().contiguous()
     kind = BatchLBFGS if p0.optimizer == "lbfgs" else BatchAdam
     opt = kind(n, x.shape[1], lr=p0.learning_rate, device=x.device,
-               **({"history": LBFGS_HISTORY} if kind is BatchLBFGS else {}))
+               **({"history": jobs[0].spec.lbfgs_history} if kind is BatchLBFGS else {}))
     last_stage = stage == len(jobs[0].stages) - 1
     while jobs:
-        xg = x.detach().requires_grad_(True)
-        with autocast:
-            total, parts = objective(_layout(xg.view(n, 3, h, w), precision))
-        total.sum().backward()
-        losses = {k: v.detach() for k, v in parts.items()}
+        _, losses, grad = objective.value_and_grad(_layout(x.view(n, 3, h, w), precision), autocast)
         for i, j in enumerate(jobs):
             j.done += 1
             j.left -= 1
@@ -240,7 +240,7 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
         for i in leaving:
             jobs[i].image = x[i:i + 1].detach().view(1, 3, h, w).clone()
         if len(leaving) < len(jobs):
-            opt.step(x, xg.grad)
+            opt.step(x, grad.reshape(n, -1))
         if leaving:
             keep = [i for i in range(len(jobs)) if i not in leaving]
             gone = [jobs[i] for i in sorted(leaving)]

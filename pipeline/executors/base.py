@@ -66,9 +66,18 @@ class ExecutorOptions:
     batch_size: int | None = None      # jobs per batch; None: 1 on CPU, up to 8 per GPU (the worker fits them)
     precision: str = "auto"
     compile: bool = False
+    memory_limit: int | None = None    # bytes per worker; None: the device's free memory shared by its workers
 
-    def worker_options(self) -> dict[str, Any]:
-        return {"batch_size": self.batch_size, "precision": self.precision, "compile": self.compile}
+    def worker_options(self, sharing: int = 1) -> dict[str, Any]:
+        """JobRunner options; `sharing`: how many workers share this worker's device's memory."""
+        return {"batch_size": self.batch_size, "precision": self.precision, "compile": self.compile,
+                "memory_limit": self.memory_limit, "sharing": sharing}
+
+
+def device_sharing(slots: list[Slot], slot: Slot) -> int:
+    """Workers on `slot`'s device (on CPU: the machine's CPU workers). They share its free memory:
+    each plans with its part, not all of it, or N workers would over-commit together."""
+    return sum(1 for s in slots if s.device == slot.device)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
 from ..run.jobs import Job
-from .base import Event, Executor, ExecutorOptions, Listener, Slot, StopFlags, death_reason
+from .base import Event, Executor, ExecutorOptions, Listener, Slot, StopFlags, death_reason, device_sharing
 
 __all__ = ["LocalExecutor", "Slot", "StopFlags", "ExecutorOptions", "Listener", "plan_slots", "usable_cpus"]
 STOP_GRACE = 10.0      # seconds a worker has to finish its group and exit at the end of a run
@@ -59,7 +59,7 @@ class LocalExecutor(Executor):
             cache = str(self.options.cache_dir) if self.options.cache_dir else None
             process = self.ctx.Process(
                 target=worker_main, name=f"nst-worker-{slot.index}", daemon=True,
-                args=(device, cache, slot.threads, child_conn, os.getpid(), self.options.worker_options()))
+                args=(device, cache, slot.threads, child_conn, os.getpid(), self.options.worker_options(device_sharing(self.slots, slot))))
             process.start()
         finally:
             signal.signal(signal.SIGINT, old_handler)

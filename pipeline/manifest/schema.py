@@ -31,7 +31,7 @@ from ..views.sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
 
 VERSION = 1
 TOP_KEYS = ("version", "output", "content", "style", "pairing", "pairs", "params", "grid",
-            "devices", "workers_per_device", "retries", "timeout", "sheet")
+            "devices", "workers_per_device", "retries", "timeout", "sheet", "memory_limit")
 WEIGHTS_KEYWORDS = ("original", "torchvision")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,3})?)$")
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class Manifest:
     workers_per_device: int
     retries: int
     timeout: float | None                     # seconds per job; None: no limit
+    memory_limit: int | None                  # bytes a worker may plan for; None: device free / workers
     sheet: Sheet | None
     data: Mapping[str, Any]                   # the YAML as read, once it validated
     clips: Mapping[str, Clip] = field(default_factory=lambda: MappingProxyType({}))   # content path -> its clip
@@ -129,6 +130,7 @@ class _Checker:
         workers = self._int(("workers_per_device",), data.get("workers_per_device", 1), 1, 64)
         retries = self._int(("retries",), data.get("retries", 2), 0, 100)
         timeout = self._timeout(data.get("timeout"))
+        memory_limit = self._memory_limit(data.get("memory_limit"))
         sheet = self._sheet(data.get("sheet"))
         if len(self.report):
             return None
@@ -136,7 +138,7 @@ class _Checker:
             source=self.base / self.source.name, base_dir=self.base, output=self.output,
             content=tuple(content), styles=tuple(styles), pairing=pairing, pairs=tuple(pairs),
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
-            workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet,
+            workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet, memory_limit=memory_limit,
             data=MappingProxyType(data), clips=MappingProxyType(dict(inputs.clips)),
             warnings=tuple(self.report.warnings()))
 
@@ -190,6 +192,17 @@ class _Checker:
             self.add(("timeout",), f"expected seconds > 0 or null (no limit), got {describe(value)}")
             return None
         return float(value)
+
+    def _memory_limit(self, value: Any) -> int | None:
+        from ..run.memory import parse_size
+
+        if value is None or value is INVALID:
+            return None
+        try:
+            return parse_size(value)
+        except ValueError as err:
+            self.add(("memory_limit",), f"{err}, or null (the device's free memory)")
+            return None
 
     def _devices(self, data: dict) -> str | tuple[str, ...]:
         value, path = data.get("devices", "auto"), ("devices",)

@@ -17,7 +17,8 @@ from typing import Any, Iterable
 
 from ..errors import InputError, OutputError
 from ..engine.weights import weights_id
-from ..params import Params
+from ..imaging import image_shape
+from ..params import DEFAULTS, MAX_SIZE, Params
 from ..video import Clip
 
 # Bump when a change to the algorithm would make old outputs differ from new ones: job ids
@@ -139,7 +140,7 @@ def style_stem(paths: Iterable[str]) -> str:
 
 def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt: str) -> str:
     """`<content-stem>/<style-stem>/<job_id>.<ext>`."""
-    ext = "png" if fmt == "png" else "jpg"
+    ext = {"png": "png", "jpeg": "jpg", "tiff": "tif"}[fmt]
     return f"{safe_stem(content)}/{style_stem(s.path for s in styles)}/{job_id}.{ext}"
 
 
@@ -162,6 +163,11 @@ def _absolute(path: str | Path) -> str:
 def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params,
              clip: Clip | None = None) -> Job:
     content = _absolute(content)
+    if params.size == "native":
+        # The content's own long side (EXIF rotation does not change it). An unreadable file
+        # gets the default size here and fails with its real error when its job runs.
+        shape = image_shape(content)
+        params = params.replace(size=min(MAX_SIZE, max(16, max(shape))) if shape else DEFAULTS.size)
     refs = tuple(StyleRef(_absolute(p), float(w)) for p, w in styles)
     if params.init not in INIT_KEYWORDS:
         params = params.replace(init=str(Path(params.init).resolve()))

@@ -1,33 +1,37 @@
-"""Will a job fit? An estimate of one stylization's peak memory, and what a device has free.
+"""Will a job fit, and how? Peak-memory estimates, what a device has free, and the planner.
 
-A job too large for its device should fail before it starts, with the size that would fit,
-not minutes later with an out-of-memory trace (or, on CPU, with the machine swapping and the
-OOM killer taking the worker). The estimate counts what the optimization keeps alive at once
-at the final (largest) stage:
+Before a job starts, `plan_job` picks how it runs within a budget (`--memory-limit`, the
+manifest's `memory_limit`, or the device's free memory shared among the workers on it): the
+whole image at once when it fits, else the exact tiled objective (engine/tiled.py) with the
+largest tile that fits, a shorter L-BFGS history, or Adam, in that order; a size that fits
+in no way is refused with the largest that does, never left to an out-of-memory kill.
+
+`estimate_bytes` counts what the optimization keeps alive at once at a stage:
 
 - the VGG activations autograd saves for the backward pass, up to the deepest layer used:
-  about 670 floats per output pixel up to conv5_1 (each conv and ReLU output, each pooling
-  output and its argmax indices; pooling shrinks what follows by 4);
-- the image, its gradient and the normalized copy VGG reads;
-- the optimizer: L-BFGS allocates its whole history up front, `LBFGS_HISTORY` curvature
-  pairs of two image-sized vectors (params.py), Adam two moments;
-- Gram targets and the content targets (small), and a fixed slack for the allocator.
+  about 670 floats per pixel up to conv5_1 (each conv and ReLU output, each pooling output and
+  its argmax indices; pooling shrinks what follows by 4), over the whole image or one tile's
+  crop (core plus halo); two bytes each under bf16 autocast, four otherwise;
+- image-sized float32 vectors: the image, its gradient, the optimizer's previous gradient and
+  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments;
+  under tiling two more (the gradient accumulator and crop copies);
+- the content targets, the Gram targets, and a fixed slack for the allocator;
+- or, when larger, the style image's forward pass (no autograd), whole or in tiles.
 
-Measured on CPU (peak RSS above the loaded network, 256 and 512 px, Adam and L-BFGS, float32)
-the estimate is 5–40% above the real peak, never below; the excess is mostly the fixed slack,
-so it shrinks as sizes grow. The network's weights are not counted: a worker has loaded them
-before it asks. `estimate_bytes` takes `batch` for the check of several images at once; the
-GPU batch size itself comes from a measured footprint (worker.JobRunner._capacity), not from
-this estimate.
+Calibration against the peak RSS on CPU: docs/performance.md. The network's weights are not
+counted: a worker has loaded them before it asks.
 """
 from __future__ import annotations
 
 import math
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DeviceError
+from ..engine import tile_grid
 from ..engine.layers import LAYER_INDEX, LAYER_NAMES, scaled_size
 from .cache import style_side
 from ..params import LBFGS_HISTORY, Params
@@ -39,6 +43,13 @@ FLOAT = 4                        # bytes of a float32; activations under bf16 au
 SLACK = 64 * 2**20               # allocator fragmentation, workspaces, small tensors
 _BLOCK_CHANNELS = (64, 128, 256, 512, 512)
 GB = 1e9
+# Under tiling more image-sized vectors stay alive beside the optimizer's (the stage's resized
+# content and its batch copy, the start image, the gradient accumulator, crop copies), and the
+# per-tile allocations fragment the heap: measured at 1536 px (docs/performance.md), the
+# network's share needs this factor and the vectors this count to stay above the real peak.
+_TILED_VECTORS = 6
+_TILED_NETWORK = 1.25
+CPU_WORKER_BASE = 900 * 2**20    # RSS of a CPU worker with torch and VGG-19 loaded, measured
 
 
 def _channels(name: str) -> int:
@@ -58,29 +69,47 @@ def activation_floats(deepest: str) -> float:
 
 
 def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int = 1,
-                   bf16: bool = False) -> int:
+                   bf16: bool = False, history: int = LBFGS_HISTORY, tile: int | None = None,
+                   optimizer: str | None = None) -> int:
     """Peak bytes to stylize `batch` images of a content image's `shape` (h, w) with `params`.
 
     Only the aspect ratio of `shape` matters: the output's long side is `params.size`. With
     `bf16` (autocast on CUDA) the network's activations take two bytes each; the image, its
-    gradient and the optimizer's state stay float32.
+    gradient and the optimizer's state stay float32. `tile`: the network sees one tile (core
+    plus halo) at a time instead of the whole image; `history`, `optimizer`: the planner's
+    choice when it differs from the parameters'.
     """
     h, w = scaled_size(*shape, params.size)
     pixels = h * w
     layers = [*params.content_layers, *params.style_layers]
     deepest = max(layers, key=LAYER_INDEX.__getitem__)
-    per_pixel = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3
-    if params.optimizer == "lbfgs":
-        per_pixel += 2 * 3 * LBFGS_HISTORY + 4 * 3
+    network = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3
+    seen = pixels if tile is None else _crop_pixels(h, w, tile, layers)
+    per_pixel = 4 * 3 + _TILED_VECTORS * 3 * (tile is not None)
+    if (optimizer or params.optimizer) == "lbfgs":
+        per_pixel += 2 * 3 * history + 4 * 3
     else:
         per_pixel += 3 * 3
     per_pixel += sum(_channels(n) / 4.0 ** _pools_before(n) for n in params.content_layers)
     grams = sum(3 * _channels(n) ** 2 for n in params.style_layers)
-    optimize = batch * (pixels * per_pixel + grams) * FLOAT
+    if tile is not None:
+        network *= _TILED_NETWORK
+    optimize = batch * (pixels * per_pixel + seen * network + grams) * FLOAT
     # The style image's forward pass (no autograd) happens before, not during, the optimization.
+    return int(max(optimize, style_bytes(params, tile)) + SLACK)
+
+
+def style_bytes(params: Params, tile: int | None = None) -> int:
+    """Peak of the style image's forward pass (no autograd: about three conv1 activations live)."""
     side = style_side(params, params.size)
-    style = 3 * 64 * side ** 2 * FLOAT
-    return int(max(optimize, style) + SLACK)
+    seen = side ** 2 if tile is None else min(side, tile + 2 * tile_grid.halo(params.style_layers)) ** 2
+    return int(3 * 64 * seen * FLOAT + 3 * side ** 2 * FLOAT)
+
+
+def _crop_pixels(h: int, w: int, tile: int, layers: list[str]) -> int:
+    """The largest crop (core plus halo on both sides) a tile of `tile` px reads."""
+    reach = tile + 2 * tile_grid.halo(layers)
+    return min(h, reach) * min(w, reach)
 
 
 def _pools_before(name: str) -> int:
@@ -89,15 +118,19 @@ def _pools_before(name: str) -> int:
 
 def free_bytes(device: torch.device | str) -> int | None:
     """Memory this process could still allocate on `device`, or None when it cannot tell."""
-    import torch   # here, not at the top: `plan` estimates memory without loading torch
+    if str(device) == "cpu":          # without torch: `plan` shows memory plans without loading it
+        return _cpu_free()
+    import torch
 
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         # Blocks PyTorch's caching allocator holds but no tensor uses are free to this process.
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    if device.type != "cpu":
-        return None
+    return _cpu_free() if device.type == "cpu" else None
+
+
+def _cpu_free() -> int | None:
     candidates = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
     return min(candidates) if candidates else None
 
@@ -134,39 +167,176 @@ def _cgroup_available() -> int | None:
     return None
 
 
-def largest_size(params: Params, shape: tuple[int, int], free: int, batch: int = 1,
-                 bf16: bool = False) -> int | None:
-    """The largest long side (a multiple of 16, at least 16) whose estimate fits in `free` bytes."""
-    if estimate_bytes(params.replace(size=16), shape, batch, bf16) > free:
-        return None
-    low, high = 16, max(16, params.size)
-    while low < high:            # the estimate grows with size: bisect for the last that fits
-        mid = (low + high + 1) // 2
-        if estimate_bytes(params.replace(size=mid), shape, batch, bf16) <= free:
-            low = mid
-        else:
-            high = mid - 1
-    return max(16, low // 16 * 16)
-
-
-def check_fits(params: Params, shape: tuple[int, int], device: torch.device | str, batch: int = 1,
-               bf16: bool = False) -> None:
-    """Raise DeviceError naming the largest size that fits when the job cannot fit on `device`."""
-    free = free_bytes(device)
-    if free is None:
-        return
-    need = estimate_bytes(params, shape, batch, bf16)
-    if need <= free:
-        return
-    best = largest_size(params, shape, free, batch, bf16)
-    fits = (f"the largest that fits is about {best} px; lower size" if best is not None else
-            "not even size 16 fits; free memory or use another device")
-    if batch > 1:
-        fits += " or the batch"
-    raise DeviceError(f"size {params.size} needs about {_gb(need)} GB, this device ({device}) has "
-                      f"{_gb(free)} GB free; {fits}")
-
-
 def _gb(n: float) -> str:
     value = n / GB
     return f"{value:.1f}" if value < 100 else f"{math.floor(value):,}"
+
+
+# ----------------------------------------------------------------------------- the planner
+
+HISTORIES = (LBFGS_HISTORY, 50, 20, 10, 5)   # L-BFGS histories the planner tries, longest first
+GOOD_TILE = 256          # below this core size the halo costs more than the tile: try a shorter history first
+WHOLE = 2**31            # a tile floor no image reaches: whole image or nothing
+FAIR_TILE = 128          # halo overhead about 3.5× the pixels per pass: still better than Adam
+MIN_TILE = 32
+CUDA_MARGIN = 512 * 2**20    # the CUDA context, cuDNN workspaces and fragmentation we do not model
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str | int) -> int:
+    """'2GB', '1.5 GiB', '800MB' or a byte count -> bytes; ValueError with the accepted forms."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"expected a size like 2GB, 1.5GiB or 800MB, got {text!r}")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = int(value * _UNITS[unit])
+    if size < 64 * 2**20:
+        raise ValueError(f"a memory limit below 64MB cannot hold the network's weights, got {text!r}")
+    return size
+
+
+def process_rss() -> int:
+    """This process's resident set now (bytes; 0 when it cannot tell): torch, the network's
+    weights and Python, about 0.9 GB on CPU once VGG-19 is loaded."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
+
+
+def job_budget(limit: int | None, device: str, sharing: int = 1) -> tuple[int | None, int]:
+    """What one job may plan for. With a `limit` (--memory-limit, manifest memory_limit) the
+    whole worker process must stay within it on CPU: the job gets the limit less what the
+    process holds already (torch, weights). Without one, the free memory is the budget: it
+    already excludes what this process holds. Returns (budget, bytes held counted against it)."""
+    if limit is None:
+        return default_budget(device, sharing), 0
+    held = process_rss() if str(device) == "cpu" else 0
+    return max(0, limit - held), held
+
+
+def default_budget(device: torch.device | str, sharing: int = 1) -> int | None:
+    """What one worker may plan for: the device's free memory (CUDA: less a margin), split
+    evenly among the `sharing` workers on that device (on CPU: all CPU workers of the machine),
+    so N workers do not each count the same free memory and over-commit together."""
+    free = free_bytes(device)
+    if free is None:
+        return None
+    if str(device).startswith("cuda"):
+        free -= CUDA_MARGIN
+    return max(0, free) // max(1, sharing)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a job runs within its memory budget (recorded in its sidecar, shown by `plan`)."""
+    tiles: tuple[int | None, ...]     # per stage: tile core size (px), None for the whole image
+    style_tile: int | None            # the style image's forward pass in tiles, or whole
+    optimizer: str
+    history: int                      # L-BFGS curvature pairs (0 for Adam)
+    peak: int                         # estimated bytes
+    budget: int | None                # what it had to fit in; None: unknown, nothing checked
+    notes: tuple[str, ...] = ()       # what the planner changed, in words
+
+    def describe(self) -> dict[str, Any]:
+        final = self.tiles[-1] if self.tiles else None
+        return {"mode": "whole" if final is None else f"tiles of {final} px", "tiles": list(self.tiles),
+                "style_tile": self.style_tile, "optimizer": self.optimizer, "lbfgs_history": self.history,
+                "estimated_peak_bytes": self.peak, "budget_bytes": self.budget, "notes": list(self.notes)}
+
+
+def _best_tile(params: Params, shape: tuple[int, int], budget: int, floor: int, history: int,
+               optimizer: str, bf16: bool) -> tuple[int | None, int] | None:
+    """(tile or None for whole, peak) for the final size: whole if it fits, else the largest tile ≥ floor."""
+    whole = estimate_bytes(params, shape, 1, bf16, history, None, optimizer)
+    if whole <= budget:
+        return None, whole
+    layers = [*params.content_layers, *params.style_layers]
+    step = tile_grid.grid(layers)
+    long_side = max(scaled_size(*shape, params.size))
+    tile = long_side // step * step
+    while tile >= max(floor, step):
+        need = estimate_bytes(params, shape, 1, bf16, history, tile, optimizer)
+        if need <= budget:
+            return tile, need
+        tile -= step
+    return None
+
+
+def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: bool = False,
+             held: int = 0) -> MemoryPlan:
+    """Whole image or tiles, and the optimizer state, so that the job fits in `budget` bytes.
+
+    Preference, fastest good result first: the whole image, the L-BFGS history shortened to
+    50 or 20 if need be; tiles of at least GOOD_TILE px (exact, only slower), the history
+    shortened (100 … 5) if need be; the same with tiles of at least FAIR_TILE px; Adam (two
+    moments instead of 2 × history vectors) with such tiles; then any tile down to MIN_TILE. Raises DeviceError naming the
+    largest size that fits when nothing does (`held`: what the worker process holds already,
+    named in that message when a memory limit was reduced by it).
+    """
+    sides = params.stage_sizes(shape)
+    full = estimate_bytes(params, shape, 1, bf16)
+    lbfgs = params.optimizer == "lbfgs"
+    if budget is None:
+        return MemoryPlan(tuple(None for _ in sides), None, params.optimizer,
+                          LBFGS_HISTORY if lbfgs else 0, full, None)
+    # L-BFGS reaches a loss in several times fewer evaluations than Adam, so it keeps its place
+    # down to 128 px tiles (about 4× the untiled cost per evaluation, docs/performance.md).
+    lbfgs_at = lambda floor: [(floor, "lbfgs", h) for h in HISTORIES] if lbfgs else []  # noqa: E731
+    # A history of 20-50 costs L-BFGS little; tiles cost 2× or more per evaluation: shorten first.
+    whole = [(WHOLE, "lbfgs", h) for h in HISTORIES if h >= 20] if lbfgs else []
+    order = [*whole, *lbfgs_at(GOOD_TILE), *lbfgs_at(FAIR_TILE), (GOOD_TILE, "adam", 0), (FAIR_TILE, "adam", 0),
+             *lbfgs_at(MIN_TILE), (MIN_TILE, "adam", 0)]
+    found = None
+    for floor, optimizer, history in order:
+        best = _best_tile(params, shape, budget, floor, history, optimizer, bf16)
+        if best is not None:
+            found = optimizer, history, best
+            break
+    if found is None:
+        raise DeviceError(_refusal(params, shape, budget, bf16, held))
+    optimizer, history, (tile, peak) = found
+    tiles = []
+    for side in sides:
+        # Coarse stages run whole when they fit with the chosen optimizer state.
+        stage = params.replace(size=side)
+        got = _best_tile(stage, shape, budget, MIN_TILE, history, optimizer, bf16) if side != sides[-1] else (tile, peak)
+        tiles.append(got[0] if got else tile)
+    style_tile = None
+    if style_bytes(params) > budget:
+        style_tile = tile or GOOD_TILE
+        while style_tile > MIN_TILE and style_bytes(params, style_tile) > budget:
+            style_tile -= tile_grid.grid(params.style_layers)
+    notes = []
+    if tile is not None:
+        notes.append(f"tiles of {tile} px (+{tile_grid.halo([*params.content_layers, *params.style_layers])} px halo): "
+                     f"the whole image needs about {_gb(full)} GB")
+    if optimizer != params.optimizer:
+        notes.append(f"Adam instead of L-BFGS: even a {HISTORIES[-1]}-step history does not fit")
+    elif lbfgs and history != LBFGS_HISTORY:
+        notes.append(f"L-BFGS history {history} instead of {LBFGS_HISTORY} to fit")
+    return MemoryPlan(tuple(tiles), style_tile, optimizer, history, peak, budget, tuple(notes))
+
+
+def _refusal(params: Params, shape: tuple[int, int], budget: int, bf16: bool, held: int = 0) -> str:
+    smallest = estimate_bytes(params, shape, 1, bf16, 0, MIN_TILE, "adam")
+    have = f"the memory budget is {_gb(budget)} GB"
+    if held:
+        have += f" (the limit less {_gb(held)} GB this worker holds: torch and the network)"
+    low, high = 16, params.size
+    if estimate_bytes(params.replace(size=16), shape, 1, bf16, 0, MIN_TILE, "adam") > budget:
+        return (f"size {params.size} needs at least {_gb(smallest)} GB even in tiles with Adam, {have}; "
+                f"not even size 16 fits: free memory or raise --memory-limit")
+    while low < high:
+        mid = (low + high + 1) // 2
+        if estimate_bytes(params.replace(size=mid), shape, 1, bf16, 0, MIN_TILE, "adam") <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    return (f"size {params.size} needs at least {_gb(smallest)} GB even in tiles with Adam, {have}; "
+            f"the largest that fits is about {max(16, low // 16 * 16)} px; "
+            "lower size or raise --memory-limit")

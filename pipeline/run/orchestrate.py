@@ -7,6 +7,7 @@ and the index. A lock file keeps two runs out of one output folder.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 from contextlib import contextmanager
@@ -16,9 +17,11 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
+from . import memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
-from ..errors import NSTError, OutputError
-from ..imaging import atomic_write_bytes, remove_partial_writes
+from ..engine.layers import scaled_size
+from ..errors import DeviceError, NSTError, OutputError
+from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
 from .grouping import content_shape
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
@@ -109,6 +112,7 @@ class RunOptions:
     batch_size: int | None = None        # jobs per GPU batch; None: automatic (1 on CPU)
     precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False                # torch.compile the network in each worker
+    memory_limit: int | None = None      # bytes per worker for the memory planner (run/memory.py)
 
 
 class _Listener:
@@ -252,7 +256,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
             retries=manifest.retries if options.retries is None else options.retries,
             timeout=options.timeout if options.timeout is not None else manifest.timeout,
             cache_dir=options.cache_dir, batch_size=options.batch_size, precision=options.precision,
-            compile=options.compile)
+            compile=options.compile, memory_limit=options.memory_limit or manifest.memory_limit)
         executor = Executor(slots, out, settings, flags, **where)
         with display, _interrupts(flags, options.now, display):
             counts = executor.run(todo, listener)
@@ -352,10 +356,43 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
             continue
         for key in job_keys:
             keys.setdefault(key.digest(), cache.path_for(key).exists())
+    budget, memory_rows = memory_plan_rows(manifest, jobs)
     return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
+            "memory_budget": budget, "memory": memory_rows,
             "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),
             "targets_cached": sum(keys.values()), "cache_dir": str(cache.root),
             "to_run": len(state.pending), "failed": len(state.failed), "done": len(state.done)}
+
+
+def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, list[dict[str, Any]]]:
+    """The memory planner's choice for each job, as a worker on the manifest's first device would
+    make it now (its budget: memory_limit, else free memory shared among workers_per_device)."""
+    devices = manifest.devices
+    # `auto` asks torch only where an NVIDIA driver is present: planning a CPU run loads no torch.
+    nvidia = os.path.exists("/proc/driver/nvidia/version")
+    device = devices[0] if isinstance(devices, tuple) else (
+        "cuda:0" if devices == "auto" and nvidia and _cuda_count() else "cpu")
+    budget = memory.default_budget(device, manifest.workers_per_device)
+    if manifest.memory_limit is not None:
+        # As a worker will plan: on CPU the limit covers the whole process (torch, weights).
+        base = memory.CPU_WORKER_BASE if device == "cpu" else 0
+        budget = max(0, manifest.memory_limit - base)
+    rows: dict[tuple, dict[str, Any]] = {}
+    for job in jobs:
+        shape = image_shape(job.content) or (job.params.size, job.params.size)
+        h, w = scaled_size(*shape, job.params.size)
+        try:
+            plan = memory.plan_job(job.params, shape, budget, bf16=device.startswith("cuda"),
+                                   held=memory.CPU_WORKER_BASE if manifest.memory_limit and device == "cpu" else 0)
+            mode = plan.describe()["mode"]
+            optimizer = plan.optimizer + (f" (history {plan.history})" if plan.optimizer == "lbfgs" else "")
+            peak, notes = plan.peak, "; ".join(plan.notes)
+        except DeviceError as err:
+            mode, optimizer, peak, notes = "refused", "-", None, str(err)
+        row = rows.setdefault((w, h, mode, optimizer, peak), {"size": f"{w}×{h}", "jobs": 0, "mode": mode,
+                                                              "optimizer": optimizer, "peak": peak, "notes": notes})
+        row["jobs"] += 1
+    return budget, list(rows.values())
 
 
 def target_keys(job: Job) -> list[TargetKey]:

@@ -25,7 +25,9 @@ def _format_for(output: Path) -> str:
         return "png"
     if suffix in (".jpg", ".jpeg"):
         return "jpeg"
-    raise OutputError(f"output {output} must end in .png, .jpg or .jpeg")
+    if suffix in (".tif", ".tiff"):
+        return "tiff"
+    raise OutputError(f"output {output} must end in .png, .jpg, .jpeg, .tif or .tiff")
 
 
 def _is_an_input(output: Path, inputs: list[Path]) -> bool:
@@ -43,7 +45,7 @@ def _is_an_input(output: Path, inputs: list[Path]) -> bool:
 
 def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[str, Any],
                 blend: list[float] | None, device: str, cache_dir: Path | None,
-                use_cache: bool, show_progress: bool) -> dict[str, Any]:
+                use_cache: bool, show_progress: bool, memory_limit: int | None = None) -> dict[str, Any]:
     values = {**values, "format": _format_for(output)}
     params = params_from_mapping(values)
     if blend is not None and len(blend) != len(styles):
@@ -58,7 +60,8 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     if _is_an_input(output, inputs):   # an --init image is an input too
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
-    runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache))
+    runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache),
+                       memory_limit=memory_limit)
     console = Console(stderr=True)
     start = time.perf_counter()
     if not show_progress:
@@ -75,6 +78,8 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
                            rate=p.step / max(p.elapsed, 1e-9))
 
             record = runner.run(job, output, None, progress=on_progress)
+    for note in record.get("memory_plan", {}).get("notes", []):
+        console.print(f"memory plan: {note}", soft_wrap=True, markup=False, highlight=False)
     console.print(f"wrote {output} ({record['width']}×{record['height']}, {record['steps']} steps, "
                   f"loss {record['loss_total']:.4g}, {time.perf_counter() - start:.1f}s on {record['device']})",
                   # One line however narrow the terminal (or log file); a path is not markup.

@@ -16,15 +16,18 @@ from ..engine import losses, pixels
 from ..engine.features import VGGFeatures
 from ..engine.objective import style_grams
 from ..engine.optimize import StyleTargetsFn
+from ..engine.tiled import tiled_grams
 from ..params import Params
 from .cache import StyleTargetCache, key_for
 
 
 def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, float]], content_path: str,
                content: torch.Tensor, cache: StyleTargetCache, hits: list[bool] | None = None,
-               read: Callable[[str], torch.Tensor] = imaging.read_image) -> StyleTargetsFn:
+               read: Callable[[str], torch.Tensor] = imaging.read_image,
+               tile: int | None = None) -> StyleTargetsFn:
     """Stage long side -> blended Gram targets on `content`'s device; `hits` collects, per
-    style and stage, whether the cache had them."""
+    style and stage, whether the cache had them. `tile`: compute the Grams in tiles of that
+    size (the memory planner's choice for a style image too large at once; same values)."""
     device = content.device
     loaded: dict[str, torch.Tensor] = {}
 
@@ -34,12 +37,17 @@ def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, f
             loaded[path] = pixels.style_variant(raw, content, params.preserve_color)
         return loaded[path]
 
+    def grams_of(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        if tile is None:
+            return style_grams(feats, image, params.style_layers)
+        return tiled_grams(feats, image, params.style_layers, tile)
+
     def targets(long_side: int) -> dict[str, torch.Tensor]:
         grams = []
         for path, _ in styles:
             key = key_for(params, path, content_path, long_side, feats.weights_id)
-            g, hit = cache.get_or_compute(key, lambda path=path, side=key.long_side: style_grams(
-                feats, pixels.resize_long_side(style_image(path), side), params.style_layers))
+            g, hit = cache.get_or_compute(key, lambda path=path, side=key.long_side: grams_of(
+                pixels.resize_long_side(style_image(path), side)))
             if hits is not None:
                 hits.append(hit)
             grams.append({k: v.to(device) for k, v in g.items()})

@@ -77,6 +77,7 @@ class _Item:
         self.init: torch.Tensor | None = None
         self.targets: Any = None
         self.hits: list[bool] = []
+        self.plan: memory.MemoryPlan | None = None
         self.started_at, self.t0 = now_iso(), time.perf_counter()
 
 
@@ -85,11 +86,15 @@ class JobRunner:
 
     `batch_size`: None picks it from the device (1 on CPU, where batching gains nothing; on CUDA
     from the free memory and a measured per-image footprint); `precision`: auto | fp32 | bf16.
+    `memory_limit` (bytes): what the memory planner may use per job (on CPU the whole process);
+    None: the device's free memory shared among the `sharing` workers on it (run/memory.py).
     """
 
     def __init__(self, device: torch.device, cache: StyleTargetCache, batch_size: int | None = None,
-                 precision: str = "auto", compile: bool = False):
+                 precision: str = "auto", compile: bool = False, memory_limit: int | None = None,
+                 sharing: int = 1):
         self.device, self.cache = device, cache
+        self.memory_limit, self.sharing = memory_limit, sharing
         self.batch_size, self.compile = batch_size, compile
         self.precision = Precision.for_device(device, precision)
         self._nets: dict[tuple[str, str], VGGFeatures] = {}
@@ -185,7 +190,11 @@ class JobRunner:
                 batches: dict[Hashable, list[_Item]] = {}
                 for item in ready:
                     batches.setdefault(batch_key(item.job, tuple(item.content.shape[-2:])), []).append(item)
-                for batch in batches.values():
+                # A job the planner had to tile or trim (its plan has notes) runs alone: its
+                # budget was for one job.
+                runs = [[i] for b in batches.values() for i in b if i.plan.notes]
+                runs += [kept for b in batches.values() if (kept := [i for i in b if not i.plan.notes])]
+                for batch in runs:
                     left = self._run_chunk(batch, feats, emit, raw_progress, errors)
                     if left:
                         chunks.extendleft(self._halves(left, emit, errors))
@@ -212,8 +221,11 @@ class JobRunner:
         job, p = item.job, item.job.params
         try:
             content = self._to_device(imaging.read_image(job.content, long_side_hint=p.size))
-            # A clear refusal naming the size that fits, not an out-of-memory error mid-job.
-            memory.check_fits(p, tuple(content.shape[-2:]), self.device, bf16=self.precision.bf16)
+            # Whole or tiled, and the optimizer state, within the budget; or a clear refusal
+            # naming the size that fits, not an out-of-memory error mid-job.
+            budget, held = memory.job_budget(self.memory_limit, str(self.device), self.sharing)
+            item.plan = memory.plan_job(p, tuple(content.shape[-2:]), budget, bf16=self.precision.bf16,
+                                        held=held)
             if p.init not in ("content", "noise"):
                 item.init = self._to_device(imaging.read_image(p.init, long_side_hint=p.size))
         except NSTError as err:
@@ -221,7 +233,7 @@ class JobRunner:
             return False
         item.content = content
         item.targets = targets_fn(feats, p, [(s.path, s.weight) for s in job.styles], job.content,
-                                  content, self.cache, item.hits)
+                                  content, self.cache, item.hits, tile=item.plan.style_tile)
         return True
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -262,8 +274,9 @@ class JobRunner:
                 emit(("progress", item.job.job_id, p if raw_progress else (p.step, p.total, p.losses["total"])))
             return progress
 
-        specs = [JobInput(item.content, item.targets, item.job.params, item.init, progress_of(item),
-                          finished=lambda result, item=item: finished(item, result)) for item in chunk]
+        specs = [JobInput(item.content, item.targets, _planned_params(item), item.init, progress_of(item),
+                          finished=lambda result, item=item: finished(item, result),
+                          tiles=item.plan.tiles, lbfgs_history=item.plan.history or 1) for item in chunk]
         try:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
         except torch.cuda.OutOfMemoryError:
@@ -285,7 +298,8 @@ class JobRunner:
                            height=int(result.image.shape[-2]), device=str(self.device),
                            started_at=item.started_at, seconds=time.perf_counter() - item.t0,
                            weights_id=feats.weights_id, cache_hit=all(item.hits) if item.hits else False,
-                           batch_size=batch, precision="bf16" if self.precision.bf16 else "fp32")
+                           batch_size=batch, precision="bf16" if self.precision.bf16 else "fp32",
+                           memory_plan=item.plan.describe() if item.plan else None)
 
     def _failed(self, item: _Item, error: BaseException) -> JobRecord:
         return failed_record(item.job, error, str(self.device), item.started_at, time.perf_counter() - item.t0)
@@ -321,3 +335,9 @@ class JobRunner:
         free_device_memory(self.device)
         return None
 
+
+def _planned_params(item: _Item) -> Any:
+    """The job's parameters as the engine runs them: Adam (its default lr) when the planner
+    moved the job to it; everything else, and the job's id and record, stay the job's."""
+    p = item.job.params
+    return p if item.plan is None or item.plan.optimizer == p.optimizer else p.replace(optimizer="adam", lr=None)

@@ -23,6 +23,16 @@ def print_plan(plan: dict[str, Any]) -> None:
                   f"--retry-failed reruns them), {plan['to_run']} would run")
     console.print(f"style targets: {plan['targets_cached']} of {plan['targets_total']} cached in "
                   f"{plan['cache_dir']}")
+    if plan.get("memory"):
+        budget = plan["memory_budget"]
+        table = Table(title="memory plan per job (budget: "
+                      + ("unknown" if budget is None else f"{budget / 1e9:.1f} GB") + ")")
+        for col in ("output size", "jobs", "mode", "optimizer", "est. peak", "notes"):
+            table.add_column(col, justify="right" if col in ("jobs", "est. peak") else "left")
+        for row in plan["memory"]:
+            peak = "-" if row["peak"] is None else f"{row['peak'] / 1e9:.2f} GB"
+            table.add_row(row["size"], str(row["jobs"]), row["mode"], row["optimizer"], peak, row["notes"])
+        console.print(table)
 
 
 def print_status(manifest_path: Path) -> None:

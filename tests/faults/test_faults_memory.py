@@ -9,7 +9,7 @@ import torch
 from pipeline.run import memory
 from pipeline.cli import main
 from pipeline.errors import DeviceError
-from pipeline.run.memory import SLACK, check_fits, estimate_bytes, free_bytes, largest_size
+from pipeline.run.memory import SLACK, estimate_bytes, free_bytes, plan_job
 from pipeline.params import params_from_mapping
 
 GB = 10**9
@@ -38,27 +38,67 @@ def test_the_estimate_grows_with_the_pixels_the_history_and_the_batch():
     assert 1354 * 2**20 <= estimate_bytes(params(steps=5)) <= 1.15 * 1354 * 2**20
 
 
-def test_refusal_names_the_need_the_free_memory_and_the_largest_size_that_fits(monkeypatch):
-    monkeypatch.setattr(memory, "free_bytes", lambda device: 3 * GB)
+def test_refusal_names_the_need_the_budget_and_the_largest_size_that_fits():
     p = params(size=16000)
     with pytest.raises(DeviceError) as err:
-        check_fits(p, (3000, 4000), "cpu")
-    best = largest_size(p, (3000, 4000), 3 * GB)
-    need = estimate_bytes(p, (3000, 4000))
-    assert str(err.value) == (f"size 16000 needs about {need // GB:,} GB, this device (cpu) has 3.0 GB free; "
-                              f"the largest that fits is about {best} px; lower size")
-    assert best % 16 == 0 and estimate_bytes(p.replace(size=best), (3000, 4000)) <= 3 * GB
-    assert estimate_bytes(p.replace(size=best + 16), (3000, 4000)) > 3 * GB
-    check_fits(p.replace(size=best), (3000, 4000), "cpu")            # that size is accepted
+        plan_job(p, (3000, 4000), 3 * GB)
+    message = str(err.value)
+    best = int(re.search(r"the largest that fits is about (\d+) px", message).group(1))
+    least = estimate_bytes(p, (3000, 4000), history=0, tile=memory.MIN_TILE, optimizer="adam")
+    assert message == (f"size 16000 needs at least {memory._gb(least)} GB even in tiles with Adam, the memory budget "
+                       f"is 3.0 GB; the largest that fits is about {best} px; lower size or raise --memory-limit")
+    assert best % 16 == 0
+    plan = plan_job(p.replace(size=best), (3000, 4000), 3 * GB)          # that size is accepted
+    assert plan.peak <= 3 * GB and plan.tiles[-1] is not None
 
 
-def test_nothing_fits_and_unknown_free_memory(monkeypatch):
-    monkeypatch.setattr(memory, "free_bytes", lambda device: 10 * 2**20)
-    with pytest.raises(DeviceError, match=r"has 0\.0 GB free; not even size 16 fits; free memory or use "
-                                          r"another device$"):
-        check_fits(params(size=64), (1, 1), "cpu")
-    monkeypatch.setattr(memory, "free_bytes", lambda device: None)
-    check_fits(params(size=16000), (1, 1), "cpu")                    # cannot tell: no refusal
+def test_nothing_fits_and_unknown_budget():
+    with pytest.raises(DeviceError, match=r"budget is 0\.0 GB; not even size 16 fits: free memory or raise "
+                                          r"--memory-limit$"):
+        plan_job(params(size=64), (1, 1), 10 * 2**20)
+    plan = plan_job(params(size=16000), (1, 1), None)                 # cannot tell: no refusal, no tiles
+    assert set(plan.tiles) == {None} and plan.history == 100 and plan.notes == ()
+
+
+def test_the_planner_prefers_whole_then_tiles_then_a_shorter_history_then_adam():
+    p = params(size=1536, multiscale=3)
+    whole = plan_job(p, (1152, 1536), 100 * GB)
+    assert whole.tiles == (None, None, None) and whole.history == 100 and whole.notes == ()
+    mid = params(size=768, multiscale=1)      # just short of room for history 100: 50, still whole
+    short = plan_job(mid, (576, 768), estimate_bytes(mid, (576, 768)) - 1)
+    assert short.tiles == (None,) and short.history == 50
+    assert short.notes == ("L-BFGS history 50 instead of 100 to fit",)
+    two = plan_job(p, (1152, 1536), 2 * GB)
+    assert two.tiles[:2] == (None, None) and two.tiles[2] % 16 == 0 and two.tiles[2] >= memory.GOOD_TILE
+    assert two.optimizer == "lbfgs" and two.history == 20 and two.peak <= 2 * GB
+    assert two.notes[1] == "L-BFGS history 20 instead of 100 to fit"
+    assert estimate_bytes(p, (1152, 1536), history=50, tile=memory.GOOD_TILE) > 2 * GB   # 50 did not fit
+    adam = plan_job(p, (1152, 1536), 600 * 10**6)
+    assert adam.optimizer == "adam" and adam.history == 0 and adam.tiles[2] is not None
+    assert adam.describe()["mode"] == f"tiles of {adam.tiles[2]} px"
+
+
+def test_workers_share_the_free_memory(monkeypatch, tmp_path):
+    """Two CPU workers each plan with half of the free memory, not each with all of it."""
+    from pipeline.executors.local import Scheduler, Slot
+
+    slots = [Slot(0, "cpu"), Slot(1, "cpu"), Slot(2, "cuda:0")]
+    scheduler = Scheduler(slots, tmp_path, None, memory_limit=None)
+    assert [scheduler.worker_options(s)["sharing"] for s in slots] == [2, 2, 1]
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 8 * GB)
+    assert memory.job_budget(None, "cpu", 2) == (4 * GB, 0)
+    assert memory.default_budget("cpu", sharing=4) == 2 * GB
+    assert memory.default_budget("cpu") == 8 * GB
+    assert memory.default_budget("cuda:0", sharing=2) == (8 * GB - memory.CUDA_MARGIN) // 2
+
+
+def test_memory_sizes_parse_or_say_what_is_expected():
+    assert memory.parse_size("2GB") == 2 * GB and memory.parse_size("1.5 GiB") == int(1.5 * 2**30)
+    assert memory.parse_size("800mb") == 800 * 10**6 and memory.parse_size(3 * GB) == 3 * GB
+    with pytest.raises(ValueError, match="expected a size like 2GB"):
+        memory.parse_size("two gigs")
+    with pytest.raises(ValueError, match="below 64MB"):
+        memory.parse_size("1MB")
 
 
 def test_free_memory_on_cpu_and_cuda(monkeypatch):
@@ -78,9 +118,10 @@ def test_stylize_at_16000_px_says_what_fits_instead_of_running_out_of_memory(tmp
                                                                                capsys):
     with pytest.raises(SystemExit) as stop:
         main(["stylize", str(content_path), str(style_path), "-o", str(tmp_path / "o.png"), "--size", "16000",
-              "--device", "cpu", "--quiet"])
+              "--memory-limit", "3GB", "--device", "cpu", "--quiet"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert re.fullmatch(r"error: size 16000 needs about [\d,]+ GB, this device \(cpu\) has [\d.,]+ GB free; "
-                        r"the largest that fits is about \d+ px; lower size\n", err), err
+    assert re.fullmatch(r"error: size 16000 needs at least [\d.,]+ GB even in tiles with Adam, the memory budget is "
+                        r"[\d.]+ GB \(the limit less [\d.]+ GB this worker holds: torch and the network\); the largest that fits is about \d+ px; lower size or raise --memory-limit\n",
+                        err), err
     assert not (tmp_path / "o.png").exists()
