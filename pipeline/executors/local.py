@@ -59,7 +59,8 @@ class LocalExecutor(Executor):
             cache = str(self.options.cache_dir) if self.options.cache_dir else None
             process = self.ctx.Process(
                 target=worker_main, name=f"nst-worker-{slot.index}", daemon=True,
-                args=(device, cache, slot.threads, child_conn, os.getpid(), self.options.worker_options(device_sharing(self.slots, slot))))
+                args=(device, cache, slot.threads, child_conn, os.getpid(),
+                      self.options.worker_options(device_sharing(self.slots, slot))))
             process.start()
         finally:
             signal.signal(signal.SIGINT, old_handler)

@@ -80,11 +80,12 @@ def test_the_planner_prefers_whole_then_tiles_then_a_shorter_history_then_adam()
 
 def test_workers_share_the_free_memory(monkeypatch, tmp_path):
     """Two CPU workers each plan with half of the free memory, not each with all of it."""
-    from pipeline.executors.local import Scheduler, Slot
+    from pipeline.executors.base import ExecutorOptions, Slot, device_sharing
 
     slots = [Slot(0, "cpu"), Slot(1, "cpu"), Slot(2, "cuda:0")]
-    scheduler = Scheduler(slots, tmp_path, None, memory_limit=None)
-    assert [scheduler.worker_options(s)["sharing"] for s in slots] == [2, 2, 1]
+    assert [device_sharing(slots, s) for s in slots] == [2, 2, 1]
+    options = ExecutorOptions(memory_limit=None).worker_options(device_sharing(slots, slots[0]))
+    assert options["sharing"] == 2 and options["memory_limit"] is None
     monkeypatch.setattr(memory, "free_bytes", lambda device: 8 * GB)
     assert memory.job_budget(None, "cpu", 2) == (4 * GB, 0)
     assert memory.default_budget("cpu", sharing=4) == 2 * GB
