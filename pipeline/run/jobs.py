@@ -19,7 +19,7 @@ from ..errors import InputError, OutputError
 from ..engine.weights import weights_id
 from ..imaging import image_shape
 from ..params import DEFAULTS, MAX_SIZE, Params
-from ..video import Clip
+from ..video import Clip, clip_shape
 
 # Bump when a change to the algorithm would make old outputs differ from new ones: job ids
 # hash it, so resume then redoes the old outputs instead of keeping them as if new. GOLDEN is
@@ -164,9 +164,9 @@ def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params
              clip: Clip | None = None) -> Job:
     content = _absolute(content)
     if params.size == "native":
-        # The content's own long side (EXIF rotation does not change it). An unreadable file
-        # gets the default size here and fails with its real error when its job runs.
-        shape = image_shape(content)
+        # The content's own long side (EXIF rotation does not change it), or its clip's frames'.
+        # An unreadable file gets the default size here and fails with its real error later.
+        shape = image_shape(content) if clip is None else clip_shape(clip)
         params = params.replace(size=min(MAX_SIZE, max(16, max(shape))) if shape else DEFAULTS.size)
     refs = tuple(StyleRef(_absolute(p), float(w)) for p, w in styles)
     if params.init not in INIT_KEYWORDS:

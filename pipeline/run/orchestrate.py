@@ -21,7 +21,7 @@ from . import memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..engine.layers import scaled_size
 from ..errors import DeviceError, NSTError, OutputError
-from ..imaging import atomic_write_bytes, image_shape, remove_partial_writes
+from ..imaging import atomic_write_bytes, remove_partial_writes
 from .grouping import content_shape
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
@@ -379,7 +379,7 @@ def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, l
         budget = max(0, manifest.memory_limit - base)
     rows: dict[tuple, dict[str, Any]] = {}
     for job in jobs:
-        shape = image_shape(job.content) or (job.params.size, job.params.size)
+        shape = content_shape(job) or (job.params.size, job.params.size)
         h, w = scaled_size(*shape, job.params.size)
         try:
             plan = memory.plan_job(job.params, shape, budget, bf16=device.startswith("cuda"),
