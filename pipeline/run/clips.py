@@ -66,7 +66,8 @@ class _Clip:
                                 for f in frames.split(1)])
         self.frames = frames
         self.count, self.shape = len(self.frames), tuple(self.frames.shape[-2:])
-        memory.check_fits(p, self.shape, self.device, bf16=runner.precision.bf16)
+        memory.check_fits(p, self.shape, self.device, bf16=runner.precision.bf16, limit=runner.memory_limit,
+                          sharing=runner.sharing)
         self.content = self.frame(0)       # for the worker's batch-size measurement
         self.folder = image_path.parent
         digest = flow_key(clip_sha256(job.clip), job.clip.selection(), self.shape, self.count)

@@ -340,3 +340,36 @@ def _refusal(params: Params, shape: tuple[int, int], budget: int, bf16: bool, he
     return (f"size {params.size} needs at least {_gb(smallest)} GB even in tiles with Adam, {have}; "
             f"the largest that fits is about {max(16, low // 16 * 16)} px; "
             "lower size or raise --memory-limit")
+
+
+def plan_rows(jobs: list[tuple[Params, tuple[int, int] | None]], device: str, sharing: int,
+              limit: int | None) -> tuple[int | None, list[dict[str, Any]]]:
+    """`plan`'s table: the planner's choice per (params, content shape), as a worker on `device`
+    would make it now, grouped into rows of equal output size and choice; and the budget."""
+    held = CPU_WORKER_BASE if limit is not None and device == "cpu" else 0   # a CPU limit covers the worker
+    budget = default_budget(device, sharing) if limit is None else max(0, limit - held)
+    rows: dict[tuple, dict[str, Any]] = {}
+    for params, shape in jobs:
+        shape = shape or (params.size, params.size)
+        h, w = scaled_size(*shape, params.size)
+        try:
+            plan = plan_job(params, shape, budget, bf16=device.startswith("cuda"), held=held)
+            mode = plan.describe()["mode"]
+            optimizer = plan.optimizer + (f" (history {plan.history})" if plan.optimizer == "lbfgs" else "")
+            peak, notes = plan.peak, "; ".join(plan.notes)
+        except DeviceError as err:
+            mode, optimizer, peak, notes = "refused", "-", None, str(err)
+        row = rows.setdefault((w, h, mode, optimizer, peak), {"size": f"{w}×{h}", "jobs": 0, "mode": mode,
+                                                              "optimizer": optimizer, "peak": peak, "notes": notes})
+        row["jobs"] += 1
+    return budget, list(rows.values())
+
+
+def check_fits(params: Params, shape: tuple[int, int], device: torch.device | str, bf16: bool = False,
+               limit: int | None = None, sharing: int = 1) -> None:
+    """For what runs whole images only (clips' frames): refuse a size the budget cannot hold."""
+    budget, _ = job_budget(limit, str(device), sharing)
+    need = estimate_bytes(params, shape, 1, bf16)
+    if budget is not None and need > budget:
+        raise DeviceError(f"size {params.size} needs about {_gb(need)} GB and clips run untiled; the memory "
+                          f"budget is {_gb(budget)} GB; lower size or raise --memory-limit")

@@ -19,8 +19,7 @@ from filelock import FileLock, Timeout
 
 from . import memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
-from ..engine.layers import scaled_size
-from ..errors import DeviceError, NSTError, OutputError
+from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .grouping import content_shape
 from .index import ResultsIndex, open_for_run
@@ -372,27 +371,8 @@ def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, l
     nvidia = os.path.exists("/proc/driver/nvidia/version")
     device = devices[0] if isinstance(devices, tuple) else (
         "cuda:0" if devices == "auto" and nvidia and _cuda_count() else "cpu")
-    budget = memory.default_budget(device, manifest.workers_per_device)
-    if manifest.memory_limit is not None:
-        # As a worker will plan: on CPU the limit covers the whole process (torch, weights).
-        base = memory.CPU_WORKER_BASE if device == "cpu" else 0
-        budget = max(0, manifest.memory_limit - base)
-    rows: dict[tuple, dict[str, Any]] = {}
-    for job in jobs:
-        shape = content_shape(job) or (job.params.size, job.params.size)
-        h, w = scaled_size(*shape, job.params.size)
-        try:
-            plan = memory.plan_job(job.params, shape, budget, bf16=device.startswith("cuda"),
-                                   held=memory.CPU_WORKER_BASE if manifest.memory_limit and device == "cpu" else 0)
-            mode = plan.describe()["mode"]
-            optimizer = plan.optimizer + (f" (history {plan.history})" if plan.optimizer == "lbfgs" else "")
-            peak, notes = plan.peak, "; ".join(plan.notes)
-        except DeviceError as err:
-            mode, optimizer, peak, notes = "refused", "-", None, str(err)
-        row = rows.setdefault((w, h, mode, optimizer, peak), {"size": f"{w}×{h}", "jobs": 0, "mode": mode,
-                                                              "optimizer": optimizer, "peak": peak, "notes": notes})
-        row["jobs"] += 1
-    return budget, list(rows.values())
+    return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
+                            manifest.workers_per_device, manifest.memory_limit)
 
 
 def target_keys(job: Job) -> list[TargetKey]:
