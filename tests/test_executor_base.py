@@ -228,3 +228,22 @@ def test_ray_scratch_sweep_removes_only_this_runs_own_folders(tmp_path, monkeypa
     assert trap.is_symlink() and (victim / "file").read_text() == "keep?"
     sweep_scratch("r1", all_of_run=True)                      # the run is over: all of its folders
     assert not live.exists() and other_run.exists() and (victim / "file").exists() and trap.is_symlink()
+
+
+def test_where_a_dead_workers_events_can_be_lost_its_group_counts_as_started():
+    """Ray fetches an actor's events in batches: a poison job can kill its actor before the
+    driver hears "started". The group must then count as started (attempts, one at a time),
+    not as a start-up failure that retires the slot after three deaths."""
+    def script(slot, jobs, n):
+        if any(j.job_id.endswith("p") for j in jobs):
+            return [("exited", None, "ray actor lost")]          # died; no event reached us
+        return started_then(jobs)
+
+    ex = Scripted(script, batch_size=4, retries=1)
+    ex.events_lost_on_death = True
+    counts, seen = run(ex, ["a", "p", "b"])
+    assert ex.groups == [["a", "p", "b"], ["a"], ["p"], ["p"], ["b"]]
+    assert {k: (r.status, r.attempts) for k, r in seen.records.items()} == {
+        "a": ("done", 2), "b": ("done", 2), "p": ("failed", 3)}
+    assert seen.records["p"].error == "ray actor lost, 3 attempts"
+    assert not any("exited before running a job" in m for m in seen.messages)

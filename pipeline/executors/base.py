@@ -113,6 +113,10 @@ class _Pending:
 
 
 class Executor(ABC):
+    # True where a dead worker's last events can be lost (Ray fetches an actor's events in
+    # batches): a worker that was given a group and died may have started it unheard.
+    events_lost_on_death = False
+
     def __init__(self, slots: list[Slot], output_dir: Path, options: ExecutorOptions = ExecutorOptions(),
                  flags: StopFlags | None = None, clock: Callable[[], float] = time.monotonic):
         self.slots, self.output_dir, self.options = slots, Path(output_dir), options
@@ -254,6 +258,12 @@ class Executor(ABC):
         """The worker is gone (it died, or failed to start); it is restarted when needed."""
         was_ready, held, started = w.ready, w.held, w.started
         w.running, w.ready, w.held, w.started = False, False, {}, {}
+        if self.events_lost_on_death and was_ready and held and not started:
+            # Its "started" events may have died with it: count the group as started, so the
+            # death is no start-up failure and the one-at-a-time rule finds a poison job.
+            started = {job_id: self.clock() for job_id in held}
+            for job_id in held:
+                self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
         if was_ready:
             self.counts["respawned"] += 1
         self._give_back(w, held, started, reason, timed_out=())

@@ -141,6 +141,8 @@ class _Actor:
 
 
 class RayExecutor(Executor):
+    events_lost_on_death = True     # the driver fetches each actor's events in batches (poll)
+
     def __init__(self, *args: Any, address: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.address = address
