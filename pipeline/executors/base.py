@@ -22,6 +22,8 @@ The rules the base applies (docs/reliability.md):
   regrouped; the death counts against a job's `retries` only when that job was the only
   unfinished one on the worker, so a poison job cannot use up its batch-mates' retries. A
   timeout of a lone job is recorded as `timeout` and not retried.
+- Where a dead worker's last events can be lost (`events_lost_on_death`: Ray), a group it
+  was given counts as started when it dies, so the rules above still find a poison job.
 - A worker that exits before it starts any job (before it is ready, or while loading the
   network) is a start-up failure; three in a row retire its slot, and a run whose every slot
   is retired stops with a DeviceError.
