@@ -89,6 +89,9 @@ def main() -> None:
     ap.add_argument("--style", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=Params().steps, help="evaluations [default: the default, 400]")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[1.0],
+                    help="also run the pipeline with these fractions of --steps (to bracket the crossing on the "
+                         "saved image's loss) [default: 1.0]")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     feats = VGGFeatures()
@@ -104,7 +107,14 @@ def main() -> None:
         row = {"size": size, "ref_wall": ref["wall"], "ref_cpu": ref["cpu"], "ref_loss": target,
                "ref_final": ref["result"].losses["total"], "pipe_wall": pipe["wall"], "pipe_cpu": pipe["cpu"],
                "pipe_loss": pipe["trace"][-1][1], "pipe_final": pipe["result"].losses["total"],
-               "pipe_steps": pipe["steps"], "cross": cross}
+               "pipe_steps": pipe["steps"], "cross": cross, "budgets": []}
+        # Smaller budgets of the same default schedule: the saved image's loss and the time it took,
+        # so the crossing on the saved (clamped) image is bracketed by measurement, not interpolated.
+        for fraction in sorted(f for f in args.budgets if f != 1.0):
+            part = run(feats, c, style, base.replace(steps=max(1, round(args.steps * fraction))))
+            row["budgets"].append({"fraction": fraction, "steps": part["steps"], "wall": part["wall"],
+                                   "cpu": part["cpu"], "final": part["result"].losses["total"]})
+            print(json.dumps({"size": size, **row["budgets"][-1]}), flush=True)
         rows.append(row)
         print(json.dumps(row), flush=True)
         for name, r in (("reference", ref), ("pipeline", pipe)):

@@ -156,11 +156,22 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+_BAND_ROWS = 256   # rows converted at a time: no float copy of a whole print-size image
+
+
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """(1, 3, H, W) or (3, H, W) in [0, 1] -> 8-bit RGB PIL image (rounded, not truncated)."""
+    """(1, 3, H, W) or (3, H, W) in [0, 1] -> 8-bit RGB PIL image (rounded, not truncated).
+
+    Converted in bands of rows into one uint8 array: at 12 MP a float copy of the image is
+    145 MB and the chain clamp → scale → round would hold two of them at once."""
     if image.dim() == 4:
         image = image[0]
-    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    image = image.detach()
+    height = image.shape[-2]
+    array = np.empty((height, image.shape[-1], 3), dtype=np.uint8)
+    for top in range(0, height, _BAND_ROWS):
+        band = image[:, top:top + _BAND_ROWS].float().clamp(0, 1).mul_(255).round_().byte()
+        array[top:top + _BAND_ROWS] = band.permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array, "RGB")
 
 

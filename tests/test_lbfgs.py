@@ -108,3 +108,41 @@ def test_batch_adam_matches_torch_adam():
         rosenbrock(xg).sum().backward()
         ours.step(x, xg.grad)
     assert torch.allclose(x, ref.detach(), rtol=1e-10, atol=1e-12)
+
+
+class _BigAllocations(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the new storages of at least `numel` elements that ops create."""
+
+    def __init__(self, numel: int):
+        super().__init__()
+        self.numel, self.count = numel, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        out = func(*args, **kwargs)
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.numel() >= self.numel and t.untyped_storage().data_ptr() not in inputs:
+                self.count += 1
+        return out
+
+
+@pytest.mark.parametrize("kind", ["lbfgs", "adam"])
+def test_a_step_allocates_one_image_sized_vector(kind):
+    """At print sizes each image-sized temporary is ~145 MB per 12 MP image: the memory planner
+    (run/memory.py) counts one per step besides the optimizer's state."""
+    n = 4096
+    opt = BatchLBFGS(2, n, lr=0.5, history=3) if kind == "lbfgs" else BatchAdam(2, n, lr=0.05)
+    x = torch.rand(2, n)
+    counts = []
+    for step in range(6):
+        xg = x.clone().requires_grad_(True)
+        rosenbrock(xg).sum().backward()
+        grad = xg.grad.clone()
+        before = grad.clone()
+        with _BigAllocations(n) as mode:
+            opt.step(x, grad)
+        counts.append(mode.count)
+        assert torch.equal(grad, before), "step must not change the gradient it is given"
+    assert max(counts) == 1, counts

@@ -88,3 +88,17 @@ def test_a_tiled_plan_runs_in_tiles_gives_the_whole_result_and_is_in_the_sidecar
     sidecar = json.loads((tmp_path / "tiled.json").read_text())["memory_plan"]
     assert sidecar["mode"] == "tiles of 16 px" and sidecar["tiles"] == [16] and sidecar["notes"] == ["tiles of 16 px (test)"]
     assert tiled["loss_total"] == pytest.approx(whole["loss_total"], rel=1e-4)
+
+
+@pytest.mark.parametrize("size,limit_gb", [(1536, 1.1), (4032, 3.1), (4032, 8.0), (8192, 20.0), (2048, 0.9)])
+def test_every_stage_of_a_plan_fits_in_the_share_of_the_budget_it_may_fill(size, limit_gb):
+    """The planner leaves 1 − PLAN_FRACTION of the budget to the allocator, at every stage (a
+    coarse stage in large tiles can peak higher than the final one) and for the style Grams."""
+    params, shape, budget = Params(size=size), (3024, 4032), int(limit_gb * 1e9)
+    plan = memory.plan_job(params, shape, budget)
+    room = memory.PLAN_FRACTION * budget
+    for side, tile in zip(params.stage_sizes(shape), plan.tiles):
+        need = memory.estimate_bytes(params.replace(size=side), shape, 1, False, plan.history, tile, plan.optimizer)
+        assert need <= room, (side, tile, need, room)
+    assert memory.style_bytes(params, plan.style_tile) <= room
+    assert plan.peak <= room and plan.budget == budget

@@ -209,7 +209,11 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
         else:
             # Coarse-to-fine: the next stage starts from the upsampled previous result.
             starts.append(pixels.resize(j.image.clamp(0, 1), (h, w)))
+            j.image = None   # the last stage's result: not needed once upsampled
     x = torch.cat(starts).reshape(n, -1).float().contiguous()
+    # Only x and the objective's targets are needed from here: at print sizes each of these
+    # lists holds image-sized copies (run/memory.py counts what stays alive).
+    del starts, content, content_batch
     kind = BatchLBFGS if p0.optimizer == "lbfgs" else BatchAdam
     opt = kind(n, x.shape[1], lr=p0.learning_rate, device=x.device,
                **({"history": jobs[0].spec.lbfgs_history} if kind is BatchLBFGS else {}))
@@ -237,10 +241,19 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
                     continue
                 j.spec.progress(Progress(j.done, j.total, stage, len(j.stages),
                                          {k: v[i] for k, v in host.items()}, now - start))
+        if len(leaving) == len(jobs):
+            # The whole batch is done with this stage: its images are views of x (no copy),
+            # and the optimizer state and gradient go before the final pass and the save (at
+            # print sizes they are most of the memory: run/memory.py).
+            for i in leaving:
+                jobs[i].image = x[i:i + 1].detach().view(1, 3, h, w)
+            del grad, opt
+            if last_stage:
+                _finalize(feats, [jobs[i] for i in sorted(leaving)], objective, precision)
+            return
         for i in leaving:
             jobs[i].image = x[i:i + 1].detach().view(1, 3, h, w).clone()
-        if len(leaving) < len(jobs):
-            opt.step(x, grad.reshape(n, -1))
+        opt.step(x, grad.reshape(n, -1))
         if leaving:
             keep = [i for i in range(len(jobs)) if i not in leaving]
             gone = [jobs[i] for i in sorted(leaving)]
@@ -291,7 +304,8 @@ def _finalize(feats: VGGFeatures, jobs: list[_Job], objective: Objective, precis
     """Clamp, measure the final losses of the returned images, restore colour, hand back."""
     if all(j.result is not None for j in jobs):
         return
-    images = torch.cat([j.image for j in jobs]).clamp(0.0, 1.0)
+    # A lone job's image is its own (x, or a copy of its row): clamped in place, not copied again.
+    images = (jobs[0].image if len(jobs) == 1 else torch.cat([j.image for j in jobs])).clamp_(0.0, 1.0)
     # Report the losses of the image we return (the last evaluation saw it unclamped): one
     # extra forward pass, not counted as a step, in fp32 so results compare across precisions.
     with torch.no_grad():

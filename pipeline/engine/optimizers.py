@@ -19,8 +19,8 @@ _CURVATURE_EPS = 1e-10
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample dot product of (B, N) tensors -> (B,)."""
-    return (a * b).sum(1)
+    """Per-sample dot product of (B, N) tensors -> (B,), without an (B, N) temporary."""
+    return torch.einsum("bn,bn->b", a, b)
 
 
 class BatchLBFGS:
@@ -39,42 +39,48 @@ class BatchLBFGS:
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
-        """Update x (B, N) in place from its gradient at x."""
+        """Update x (B, N) in place from its gradient at x (`grad` is kept, not copied: the
+        caller must not change it afterwards).
+
+        At print sizes every image-sized temporary is ~145 MB per 12 MP image, so the step
+        works in place: besides its state (s, y, the previous gradient and step) it allocates
+        one vector, the new step (run/memory.py counts on that)."""
         if self.prev_grad is None:
             # First iteration: steepest descent, scaled like torch's min(1, 1/|g|_1) · lr.
-            t = self.lr * torch.clamp(1.0 / grad.abs().sum(1), max=1.0)
-            direction = -grad
+            t = self.lr * torch.clamp(1.0 / torch.linalg.vector_norm(grad, 1, dim=1), max=1.0)
+            step = grad * (-t)[:, None]
         else:
-            y = grad - self.prev_grad
-            s = self.prev_step
+            slot = self.count % self.m
+            y, s = self.y[slot], self.s[slot]
+            torch.sub(grad, self.prev_grad, out=y)
+            s.copy_(self.prev_step)
             ys = _dot(y, s)
             keep = ys > _CURVATURE_EPS
-            slot = self.count % self.m
-            self.s[slot] = torch.where(keep[:, None], s, torch.zeros_like(s))
-            self.y[slot] = torch.where(keep[:, None], y, torch.zeros_like(y))
+            # A rejected pair becomes a neutral one (zeros, rho 0) so the batch stays aligned.
+            y[~keep] = 0.0
+            s[~keep] = 0.0
             self.rho[slot] = torch.where(keep, 1.0 / ys.clamp_min(_CURVATURE_EPS), torch.zeros_like(ys))
             self.h_diag = torch.where(keep, ys / _dot(y, y).clamp_min(1e-30), self.h_diag)
             self.count += 1
-            direction = -self._two_loop(grad)
-            t = torch.full_like(ys, self.lr)
-        step = direction * t[:, None]
+            step = self._two_loop(grad).mul_(-self.lr)
         x.add_(step)
-        self.prev_grad, self.prev_step = grad.clone(), step
+        self.prev_grad, self.prev_step = grad, step
 
     def _two_loop(self, grad: torch.Tensor) -> torch.Tensor:
-        """H·grad by the two-loop recursion, newest pair first; masked slots contribute nothing."""
+        """H·grad by the two-loop recursion, newest pair first; masked slots contribute nothing.
+        One new (B, N) tensor: the updates are fused multiply-adds in place."""
         n = min(self.count, self.m)
         order = [(self.count - 1 - i) % self.m for i in range(n)]   # newest -> oldest
         q = grad.clone()
         alphas = []
         for i in order:
             alpha = self.rho[i] * _dot(self.s[i], q)
-            q.sub_(self.y[i] * alpha[:, None])
+            q.addcmul_(self.y[i], alpha[:, None], value=-1.0)
             alphas.append(alpha)
-        r = q * self.h_diag[:, None]
+        r = q.mul_(self.h_diag[:, None])
         for i, alpha in zip(reversed(order), reversed(alphas)):
             beta = self.rho[i] * _dot(self.y[i], r)
-            r.add_(self.s[i] * (alpha - beta)[:, None])
+            r.addcmul_(self.s[i], (alpha - beta)[:, None])
         return r
 
     def keep(self, index: torch.Tensor) -> None:
@@ -101,9 +107,9 @@ class BatchAdam:
         self.t += 1
         self.m.mul_(b1).add_(grad, alpha=1 - b1)
         self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        m_hat = self.m / (1 - b1 ** self.t)
-        v_hat = self.v / (1 - b2 ** self.t)
-        x.sub_(self.lr * m_hat / (v_hat.sqrt() + self.eps))
+        # One image-sized temporary (the denominator), not five: see BatchLBFGS.step.
+        denom = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
+        x.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.t))
 
     def keep(self, index: torch.Tensor) -> None:
         self.m, self.v = self.m[index], self.v[index]

@@ -13,13 +13,15 @@ in no way is refused with the largest that does, never left to an out-of-memory 
   its argmax indices; pooling shrinks what follows by 4), over the whole image or one tile's
   crop (core plus halo); two bytes each under bf16 autocast, four otherwise;
 - image-sized float32 vectors: the image, its gradient, the optimizer's previous gradient and
-  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments;
-  under tiling two more (the gradient accumulator and crop copies);
+  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments
+  (both optimizers step in place with one temporary; the stage loop frees its start copies
+  and, before the final pass and the save, the optimizer state); under tiling more (below);
 - the content targets, the Gram targets, and a fixed slack for the allocator;
 - or, when larger, the style image's forward pass (no autograd), whole or in tiles.
 
 Calibration against the peak RSS on CPU: docs/performance.md. The network's weights are not
-counted: a worker has loaded them before it asks.
+counted: a worker has loaded them before it asks. The planner fills at most PLAN_FRACTION of
+the budget (the rest is the allocator's).
 """
 from __future__ import annotations
 
@@ -176,6 +178,10 @@ def _gb(n: float) -> str:
 
 HISTORIES = (LBFGS_HISTORY, 50, 20, 10, 5)   # L-BFGS histories the planner tries, longest first
 GOOD_TILE = 256          # below this core size the halo costs more than the tile: try a shorter history first
+# The planner fills at most this share of the budget. The rest is for the C allocator: glibc
+# keeps freed blocks of the tiles' varying sizes in its heap, so the resident set runs a few
+# per cent above the bytes alive (measured at 12 MP: docs/performance.md).
+PLAN_FRACTION = 0.95
 WHOLE = 2**31            # a tile floor no image reaches: whole image or nothing
 FAIR_TILE = 128          # halo overhead about 3.5× the pixels per pass: still better than Adam
 MIN_TILE = 32
@@ -284,6 +290,7 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
     if budget is None:
         return MemoryPlan(tuple(None for _ in sides), None, params.optimizer,
                           LBFGS_HISTORY if lbfgs else 0, full, None)
+    room = int(budget * PLAN_FRACTION)
     # L-BFGS reaches a loss in several times fewer evaluations than Adam, so it keeps its place
     # down to 128 px tiles (about 4× the untiled cost per evaluation, docs/performance.md).
     lbfgs_at = lambda floor: [(floor, "lbfgs", h) for h in HISTORIES] if lbfgs else []  # noqa: E731
@@ -293,7 +300,7 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
              *lbfgs_at(MIN_TILE), (MIN_TILE, "adam", 0)]
     found = None
     for floor, optimizer, history in order:
-        best = _best_tile(params, shape, budget, floor, history, optimizer, bf16)
+        best = _best_tile(params, shape, room, floor, history, optimizer, bf16)
         if best is not None:
             found = optimizer, history, best
             break
@@ -304,12 +311,12 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
     for side in sides:
         # Coarse stages run whole when they fit with the chosen optimizer state.
         stage = params.replace(size=side)
-        got = _best_tile(stage, shape, budget, MIN_TILE, history, optimizer, bf16) if side != sides[-1] else (tile, peak)
+        got = _best_tile(stage, shape, room, MIN_TILE, history, optimizer, bf16) if side != sides[-1] else (tile, peak)
         tiles.append(got[0] if got else tile)
     style_tile = None
-    if style_bytes(params) > budget:
+    if style_bytes(params) > room:
         style_tile = tile or GOOD_TILE
-        while style_tile > MIN_TILE and style_bytes(params, style_tile) > budget:
+        while style_tile > MIN_TILE and style_bytes(params, style_tile) > room:
             style_tile -= tile_grid.grid(params.style_layers)
     notes = []
     if tile is not None:
@@ -322,9 +329,10 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
     return MemoryPlan(tuple(tiles), style_tile, optimizer, history, peak, budget, tuple(notes))
 
 
-def _refusal(params: Params, shape: tuple[int, int], budget: int, bf16: bool, held: int = 0) -> str:
-    smallest = estimate_bytes(params, shape, 1, bf16, 0, MIN_TILE, "adam")
-    have = f"the memory budget is {_gb(budget)} GB"
+def _refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool, held: int = 0) -> str:
+    smallest = int(estimate_bytes(params, shape, 1, bf16, 0, MIN_TILE, "adam") / PLAN_FRACTION)
+    have = f"the memory budget is {_gb(limit)} GB"
+    budget = int(limit * PLAN_FRACTION)
     if held:
         have += f" (the limit less {_gb(held)} GB this worker holds: torch and the network)"
     low, high = 16, params.size
@@ -370,6 +378,6 @@ def check_fits(params: Params, shape: tuple[int, int], device: torch.device | st
     """For what runs whole images only (clips' frames): refuse a size the budget cannot hold."""
     budget, _ = job_budget(limit, str(device), sharing)
     need = estimate_bytes(params, shape, 1, bf16)
-    if budget is not None and need > budget:
+    if budget is not None and need > budget * PLAN_FRACTION:
         raise DeviceError(f"size {params.size} needs about {_gb(need)} GB and clips run untiled; the memory "
                           f"budget is {_gb(budget)} GB; lower size or raise --memory-limit")
