@@ -31,6 +31,7 @@ from ..errors import DeviceError, NSTError
 from . import memory
 from .cache import StyleTargetCache
 from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
+from .heap import bound_heap
 from .grouping import batch_key
 from .jobs import Job, safe_join
 from .records import JobRecord, done_record, failed_record, now_iso, write_sidecar
@@ -101,6 +102,8 @@ class JobRunner:
         self._footprints: dict[Hashable, int] = {}
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True   # fixed shapes per batch: autotuning pays off
+        elif memory_limit is not None:
+            bound_heap()        # a limit to respect: freed large blocks go back (run/heap.py)
 
     def features(self, weights: str, pooling: str) -> VGGFeatures:
         key = (weights, pooling)
@@ -226,6 +229,8 @@ class JobRunner:
             budget, held = memory.job_budget(self.memory_limit, str(self.device), self.sharing)
             item.plan = memory.plan_job(p, tuple(content.shape[-2:]), budget, bf16=self.precision.bf16,
                                         held=held)
+            if item.plan.notes and self.device.type == "cpu":
+                bound_heap()    # tiled or trimmed to fit: keep the resident set near what is alive
             if p.init not in ("content", "noise"):
                 item.init = self._to_device(imaging.read_image(p.init, long_side_hint=p.size))
         except NSTError as err:
