@@ -11,10 +11,12 @@ The figure is the time at which the pipeline first reaches the reference's final
 evaluation's loss and the elapsed wall and process CPU time are recorded through the progress
 callback, and the first final-stage evaluation whose loss is at or below the reference's last
 one is the crossing (both are losses of the unclamped iterate, as the optimizer sees them).
-Both final images are written with a side-by-side sheet.
+Both final images are written with a side-by-side sheet. `--budgets 0.5 0.75 1.0` also runs
+the default schedule with those fractions of the evaluations and records the loss of the image
+each saves (clamped to [0, 1]) and its CPU time: that brackets the crossing on the saved image.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/schedule.py --sizes 256 512 \
-        --content C.jpg --style S.jpg --out /tmp/schedule
+        --budgets 0.5 0.75 1.0 --content C.jpg --style S.jpg --out /tmp/schedule
 """
 from __future__ import annotations
 
