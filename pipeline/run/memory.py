@@ -379,5 +379,5 @@ def check_fits(params: Params, shape: tuple[int, int], device: torch.device | st
     budget, _ = job_budget(limit, str(device), sharing)
     need = estimate_bytes(params, shape, 1, bf16)
     if budget is not None and need > budget * PLAN_FRACTION:
-        raise DeviceError(f"size {params.size} needs about {_gb(need)} GB and clips run untiled; the memory "
+        raise DeviceError(f"size {params.size} needs about {_gb(need / PLAN_FRACTION)} GB and clips run untiled; the memory "
                           f"budget is {_gb(budget)} GB; lower size or raise --memory-limit")

@@ -127,3 +127,12 @@ def test_stylize_at_16000_px_says_what_fits_instead_of_running_out_of_memory(tmp
                         r"[\d.]+ GB \(the limit less [\d.]+ GB this worker holds: torch and the network\); the largest that fits is about \d+ px; lower size or raise --memory-limit\n",
                         err), err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_an_untiled_clip_size_that_does_not_fit_names_the_budget_it_needs():
+    p = params(size=2048)
+    with pytest.raises(DeviceError) as err:
+        memory.check_fits(p, (3000, 4000), "cpu", limit=2 * GB)
+    need = estimate_bytes(p, (3000, 4000)) / memory.PLAN_FRACTION    # stated as a budget, like refusals
+    assert str(err.value).startswith(f"size 2048 needs about {memory._gb(need)} GB and clips run untiled; "
+                                     "the memory budget is ")
