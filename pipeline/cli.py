@@ -80,11 +80,13 @@ def stylize(
     from .run.stylize_one import stylize_one
 
     values = {
-        "size": _size(size), "steps": steps, "content_weight": content_weight, "style_weight": style_weight,
+        "size": _int_or("native", size, "a number of pixels or native", "--size"),
+        "steps": steps, "content_weight": content_weight, "style_weight": style_weight,
         "tv_weight": tv_weight, "content_layers": _csv(content_layers), "style_layers": _csv(style_layers),
         "style_layer_weights": _csv(style_layer_weights, float), "optimizer": optimizer, "lr": lr,
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
-        "pooling": pooling, "style_scale": style_scale, "multiscale": _count_or_auto(multiscale), "quality": quality,
+        "pooling": pooling, "style_scale": style_scale, "quality": quality,
+        "multiscale": _int_or("auto", multiscale, "auto or a number of stages", "--multiscale"),
         "tol": tol,
     }
     stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
@@ -92,22 +94,14 @@ def stylize(
                 use_cache=not no_cache, show_progress=not quiet, memory_limit=_memory(memory_limit))
 
 
-def _size(value: Optional[str]):
-    if value is None or value == "native":
+def _int_or(word: str, value: Optional[str], expected: str, option: str):
+    """An option that takes a number or one keyword (`--size native`, `--multiscale auto`)."""
+    if value is None or value == word:
         return value
     try:
         return int(value)
     except ValueError:
-        raise typer.BadParameter(f"expected a number of pixels or native, got {value!r}", param_hint="'--size'") from None
-
-
-def _count_or_auto(value: Optional[str]):
-    if value is None or value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise typer.BadParameter(f"expected auto or a number of stages, got {value!r}", param_hint="'--multiscale'") from None
+        raise typer.BadParameter(f"expected {expected}, got {value!r}", param_hint=f"'{option}'") from None
 
 
 def _memory(value: Optional[str]) -> Optional[int]:
