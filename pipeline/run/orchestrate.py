@@ -21,6 +21,7 @@ from . import memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
+from .devices import check_devices
 from .grouping import content_shape
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
@@ -167,6 +168,9 @@ def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int
                  display: RunDisplay | None = None) -> dict[str, Any]:
     """Run every job of the manifest that is not finished yet; returns a summary."""
     manifest, jobs = prepare(manifest_path, shard)
+    # Before the output folder, the lock or any worker: one line naming what was asked.
+    check_devices(options.devices or manifest.devices, "--device" if options.devices else f"{manifest.source}: devices",
+                  local=options.executor != "ray")   # a Ray cluster's GPUs are counted by plan_ray_slots
     try:
         manifest.output.mkdir(parents=True, exist_ok=True)
     except OSError as err:   # a full disk or a read-only mount: one line, not a traceback
@@ -339,6 +343,7 @@ def _cuda_count() -> int:
 def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     """What a run would do: jobs by size and status, and which style targets are cached."""
     manifest, jobs = prepare(manifest_path)
+    check_devices(manifest.devices, f"{manifest.source}: devices")
     state = classify(jobs, manifest.output)
     status_of = {j.job_id: "done" for j in state.done}
     status_of.update({j.job_id: "failed" for j in state.failed})

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .cache import StyleTargetCache
+from .devices import check_devices
 from ..errors import InputError, OutputError, ParamError
 from ..engine.weights import weights_id
 from ..imaging import read_image
@@ -46,6 +47,7 @@ def _is_an_input(output: Path, inputs: list[Path]) -> bool:
 def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[str, Any],
                 blend: list[float] | None, device: str, cache_dir: Path | None,
                 use_cache: bool, show_progress: bool, memory_limit: int | None = None) -> dict[str, Any]:
+    check_devices(device, "--device")   # before any input is read or network loaded
     values = {**values, "format": _format_for(output)}
     params = params_from_mapping(values)
     if blend is not None and len(blend) != len(styles):
