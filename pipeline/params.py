@@ -23,6 +23,7 @@ CHOICES = {
 }
 TEMPORAL_WEIGHT = 1000.0   # measured on a panned clip: docs/video.md
 MAX_SIZE = 16384  # long side in pixels; far beyond any GPU, a guard against typos
+MAX_STYLE_SCALE = 16.0  # style image 16× the output's side: a typo guard (1e300 overflowed the planner)
 LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps: fixed, not a manifest key; memory estimates count it
 AUTO_START = 256  # multiscale auto: the first stage's long side is at most this (and over half of it)
 MAX_STAGES = 8
@@ -169,6 +170,8 @@ def _check_one(key: str, value: Any) -> str | None:
             return f"must be a finite number ≥ 0, got {value}"
         if key in ("style_scale", "lr") and value == 0:
             return "must be greater than 0"
+        if key == "style_scale" and value > MAX_STYLE_SCALE:
+            return f"must be between 0 and {MAX_STYLE_SCALE:g}, got {value:g}"
     elif key in ("content_layers", "style_layers"):
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
             return f"expected a non-empty list of layer names, got {show_value(value)}"

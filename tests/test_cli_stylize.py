@@ -118,7 +118,7 @@ def test_cuda_on_a_cpu_only_machine(inputs, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     content, style, root = inputs
     assert _fail(capsys, ["stylize", str(content), str(style), "-o", str(root / "o.png"), "--device", "cuda"]) == \
-        "error: device cuda was asked for but CUDA is not available here; use --device cpu or auto"
+        "error: --device cuda: this machine has no CUDA device; use cpu or auto"
     assert not (root / "o.png").exists()
 
 
