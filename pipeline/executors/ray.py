@@ -60,14 +60,44 @@ def _connect(address: str | None) -> Any:
     if address is None and not os.environ.get("RAY_ADDRESS"):
         # "local": a private instance for this run, even where `ray start` left one running.
         target, kwargs["include_dashboard"] = "local", False
+    auth_error = getattr(getattr(ray, "exceptions", None), "AuthenticationError", ConnectionError)
     try:
         ray.init(address=target, **kwargs)
         _started_here = True
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        where = f"at {address}" if address else "(local)"
-        raise ExecutorError(f"cannot start or reach the Ray cluster {where}: {_first_line(err).rstrip('.')}; start "
-                            "one with `ray start --head`, or leave out --address for a local one") from None
+    except (ConnectionError, RuntimeError, ValueError, auth_error) as err:
+        raise ExecutorError(connect_error(err, address)) from None
     return ray
+
+
+def connect_error(err: BaseException, address: str | None) -> str:
+    """The one line for a failed `ray.init`, naming the cause where Ray buries it.
+
+    Ray ≥ 2.5x clusters started with `ray start --head` require a token. A driver that joins
+    by HOST:PORT without RAY_AUTH_MODE=token sends none, and ray.init raises a bare
+    `ConnectionError: Failed to connect to Ray cluster at …` whose cause's text holds the real
+    error (`ray.exceptions.AuthenticationError: … InvalidAuthToken …`); `--address auto` works
+    only because it reads the local session's settings. docs/cluster.md: passing the token.
+    """
+    where = f"at {address or os.environ.get('RAY_ADDRESS')}" if address or os.environ.get("RAY_ADDRESS") else "(local)"
+    if not _is_auth_failure(err):
+        return (f"cannot start or reach the Ray cluster {where}: {_first_line(err).rstrip('.')}; start one with "
+                "`ray start --head`, or leave out --address for a local one")
+    token = "the cluster's token: RAY_AUTH_TOKEN, or the file ~/.ray/auth_token (`ray get-auth-token` on the head node prints it)"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return (f"the Ray cluster {where} requires an auth token and none was sent (AuthenticationError: InvalidAuthToken); "
+                f"set RAY_AUTH_MODE=token and give {token}; see docs/cluster.md")
+    return (f"the Ray cluster {where} refused this process's auth token (AuthenticationError: InvalidAuthToken); "
+            f"give {token}; see docs/cluster.md")
+
+
+def _is_auth_failure(err: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:   # the cause chain: Ray wraps the real error twice
+        seen.add(id(err))
+        if type(err).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _disconnect(ray: Any) -> None:
