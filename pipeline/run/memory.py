@@ -193,21 +193,20 @@ _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 
 def parse_size(text: str | int) -> int:
     """'2GB', '1.5 GiB', '800MB' or a byte count -> bytes; ValueError with the accepted forms
     and the range (64MB to 1024TiB: beyond it a typo, or meant as no limit: leave it out)."""
-    from fractions import Fraction   # exact: a float of 400 digits is inf, and int(inf) raises
+    from fractions import Fraction
 
     shown = repr(text) if len(str(text)) <= 40 else f"{str(text)[:20]!r}… ({len(str(text))} characters)"
     if isinstance(text, int) and not isinstance(text, bool):
-        number: int | str = text
-        unit = ""
+        number, unit = str(text), ""
     else:
         match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
         if not match or match.group(2).lower() not in _UNITS:
             raise ValueError(f"expected a size like 2GB, 1.5GiB or 800MB, got {shown}")
-        number, unit = match.group(1), match.group(2).lower()
-        # Past 20 integer digits it is above any limit; 40 characters keep every digit that
-        # matters, and keep int() from parsing thousands of them.
-        number = "1" + "0" * 20 if len(number.split(".")[0].lstrip("0")) > 20 else number[:40]
-    size = int(Fraction(number) * _UNITS[unit])
+        number, unit = match.group(1).lstrip("0") or "0", match.group(2).lower()
+    # Exact: a float of 400 digits is inf, and int(inf) raises. Past 20 integer digits it is
+    # beyond any limit; 40 characters keep every digit that matters (no int() of thousands).
+    whole = len(number.split(".")[0].lstrip("-"))
+    size = 2**64 if whole > 20 else int(Fraction(number[:40]) * _UNITS[unit])
     if size < 64 * 2**20:
         raise ValueError(f"a memory limit below 64MB cannot hold the network's weights, got {shown}")
     if size > 2**50:
