@@ -45,6 +45,10 @@ KILL_RUN_MID_CLIP = "NST_BATCH_FAULT_KILL_RUN_MID_CLIP"
 # A job id (or its first characters): saving that job's image raises a ValueError, as an
 # image encoder's own error would (not an NSTError).
 SAVE_ERROR = "NST_BATCH_FAULT_SAVE_ERROR"
+# A job id (or its first characters): the worker drops that job when its optimization ends,
+# saving nothing and sending no record, as the worker bug that lost a job whose save raised
+# did; the executor must notice at the end of the group.
+DROP_RECORD = "NST_BATCH_FAULT_DROP_RECORD"
 # A worker slot index N: a sick device. Every batch on worker N (each local worker process,
 # restarted or not) raises RuntimeError("CUDA error: an illegal memory access was encountered")
 # at its first progress report, as a GPU with a sticky CUDA error does.
@@ -90,6 +94,12 @@ def at_save(job_id: str) -> None:
     target = os.environ.get(SAVE_ERROR)
     if target and job_id.startswith(target):
         raise ValueError(f"injected encoder failure saving {job_id}")
+
+
+def drops_record(job_id: str) -> bool:
+    """True when the worker must not send `job_id`'s record (DROP_RECORD)."""
+    target = os.environ.get(DROP_RECORD)
+    return bool(target and job_id.startswith(target))
 
 
 def after_clip_frame(index: int, count: int) -> None:

@@ -31,12 +31,16 @@ def failing(jobs, error: str):
     return events + [("record", j.job_id, replace(record(j, "failed"), error=error)) for j in jobs]
 
 
+def done_with(jobs):
+    return [("group_done", None, [j.job_id for j in jobs])]
+
+
 def test_a_job_the_worker_returns_no_record_for_is_failed_and_retried_by_the_normal_rules():
     def script(slot, jobs, n):
         # "m" is started but never recorded (a save that raised past the worker's handler).
         events = started_then([j for j in jobs if not j.job_id.endswith("m")])
         events += [("started", j.job_id, None) for j in jobs if j.job_id.endswith("m")]
-        return events + [("group_done", None, None)]
+        return events + done_with(jobs)
 
     ex = Scripted(script, batch_size=3, retries=1)
     never_hang(ex)
@@ -54,8 +58,8 @@ def test_a_job_the_worker_returns_no_record_for_is_failed_and_retried_by_the_nor
 def test_a_batch_without_records_goes_back_one_job_at_a_time_uncharged():
     def script(slot, jobs, n):
         if n == 1:   # the whole batch unrecorded: whose fault is unknown
-            return [("started", j.job_id, None) for j in jobs] + [("group_done", None, None)]
-        return started_then(jobs) + [("group_done", None, None)]
+            return [("started", j.job_id, None) for j in jobs] + done_with(jobs)
+        return started_then(jobs) + done_with(jobs)
 
     ex = Scripted(script, batch_size=2, retries=0)
     never_hang(ex)
@@ -66,7 +70,7 @@ def test_a_batch_without_records_goes_back_one_job_at_a_time_uncharged():
 
 def test_a_second_record_of_a_job_is_ignored():
     def script(slot, jobs, n):
-        return started_then(jobs) + started_then(jobs)[len(jobs):] + [("group_done", None, None)]
+        return started_then(jobs) + started_then(jobs)[len(jobs):] + done_with(jobs)
 
     ex = Scripted(script, batch_size=2)
     never_hang(ex)

@@ -9,7 +9,8 @@ concrete executor (local.py: processes; ray.py: Ray actors) only says how to rea
     poll(timeout)           the events that arrived within `timeout` seconds, as
                             (kind, slot index, job_id, payload) tuples with kind one of
                             ready | started | progress | record | group_done | exited
-                            (group_done: the worker is through with the group it was sent)
+                            (group_done: the worker is through with a group; its payload
+                            is the job ids of that group)
     stop_slot(slot, kill)   end a worker: at once (kill) or after its current group
     open(jobs) / close()    set up and tear down what the workers share (optional)
 
@@ -251,7 +252,7 @@ class Executor(DeviceHealth, ABC):
         elif kind == "exited":
             self._lost(w, payload)
         elif kind == "group_done":
-            self._group_done(w)
+            self._group_done(w, payload)
         elif job_id not in w.held:
             return      # a late message about a job already given up on
         elif kind == "started":
@@ -265,10 +266,11 @@ class Executor(DeviceHealth, ABC):
             if not self.screen(w, job, payload, started):    # a sick device's failure goes back
                 self._record(w, job, payload)
 
-    def _group_done(self, w: _Worker) -> None:
-        """The worker is through with its group: a job still held has no record and never will."""
-        held, started = w.held, w.started
-        w.held, w.started = {}, {}
+    def _group_done(self, w: _Worker, group: list[str]) -> None:
+        """The worker is through with `group`: a job of it still held has no record and never will.
+        (By the ids: the worker may already hold its next group when this arrives.)"""
+        held = {job_id: w.held.pop(job_id) for job_id in group if job_id in w.held}
+        started = {job_id: w.started.pop(job_id) for job_id in held if job_id in w.started}
         for job_id in held:
             if job_id not in started:
                 started[job_id] = self.clock()

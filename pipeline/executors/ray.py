@@ -15,7 +15,7 @@ import math
 import os
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,7 @@ class _Actor:
     run_ref: Any = None
     events_ref: Any = None
     asked: float = 0.0
+    group: list[str] = field(default_factory=list)    # the job ids of the group it was sent
 
 
 class RayExecutor(Executor):
@@ -187,8 +188,9 @@ class RayExecutor(Executor):
                 self.local_events += [("started", slot.index, job.job_id, None), ("record", slot.index, job.job_id,
                                       failed_record(job, err, slot.device, now_iso(), 0.0))]
         a.run_ref = a.handle.run_group.remote(runnable, inputs) if runnable else None
+        a.group = [job.job_id for job in jobs]
         if not runnable:
-            self.local_events.append(("group_done", slot.index, None, None))
+            self.local_events.append(("group_done", slot.index, None, [job.job_id for job in jobs]))
         a.asked = time.monotonic()
 
     def poll(self, timeout: float) -> list[Event]:
@@ -221,7 +223,7 @@ class RayExecutor(Executor):
                         ref, a.events_ref = a.events_ref, None
                         events += self._translate(index, self.ray.get(ref))
                     events += self._translate(index, self.ray.get(a.handle.events.remote()))
-                    events.append(("group_done", index, None, None))
+                    events.append(("group_done", index, None, a.group))
             except self.ray.exceptions.RayError as err:
                 # The actor died, or Ray killed its task (OutOfMemoryError) and it may be dead:
                 # replace it either way; the base retries its jobs.
