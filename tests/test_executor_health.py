@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.executors.health import device_fault
+from pipeline.executors.health import device_fault, unexplained
 from test_executor_base import Scripted, job, record, run, started_then
 from test_executor_base import _one_group_key  # noqa: F401  (the autouse fixture: one batch key)
 
@@ -91,6 +91,17 @@ def test_which_errors_are_the_devices(error, theirs):
     assert device_fault(error) is theirs
 
 
+@pytest.mark.parametrize("error, odd", [
+    ("RuntimeError: the loss is nan on every step", True),
+    ("MemoryError", True),
+    ("truncated or corrupt image: a.png (image file is truncated)", False),
+    ("CUDA out of memory at size 512 on cuda:0; lower size or run fewer workers per device", False),
+    ("saving out/a.png failed: ValueError: bad", False),
+])
+def test_which_failures_count_towards_a_sick_streak(error, odd):
+    assert unexplained(error) is odd
+
+
 def test_a_sick_device_is_restarted_once_then_retired_and_its_jobs_run_elsewhere_uncharged():
     on_sick: list[list[str]] = []
 
@@ -161,3 +172,16 @@ def test_jobs_that_fail_everywhere_are_the_jobs_failures_and_no_worker_is_retire
     assert {r.error for r in seen.records.values()} == {"not an image Pillow can read: x.png"}
     assert len(seen.records) == 8 and counts["failed"] == 8 and ex.retired_workers == []
     assert all(r.attempts == 1 for r in seen.records.values())
+
+
+def test_a_worker_given_only_bad_inputs_while_another_succeeds_is_not_sick():
+    def script(slot, jobs, n):
+        if slot.index == 1:
+            return failing(jobs, "truncated or corrupt image: x.png (image file is truncated)")
+        return started_then(jobs)
+
+    ex = Scripted(script, workers=2)
+    never_hang(ex)
+    counts, seen = run(ex, [f"j{i}" for i in range(8)])
+    assert ex.retired_workers == [] and counts["failed"] == 4 and counts["done"] == 4
+    assert {r.worker for r in seen.records.values() if r.status == "failed"} == {1}

@@ -262,8 +262,8 @@ class Executor(DeviceHealth, ABC):
         elif kind == "record":
             self._started(w, job_id)      # a job may fail before it says it started
             job = w.held.pop(job_id)
-            started = w.started.pop(job_id)
-            if not self.screen(w, job, payload, started):    # a sick device's failure goes back
+            w.started.pop(job_id)
+            if not self.screen(w, job, payload):    # a sick device's failure goes back, uncharged
                 self._record(w, job, payload)
 
     def _group_done(self, w: _Worker, group: list[str]) -> None:
@@ -355,6 +355,10 @@ class Executor(DeviceHealth, ABC):
                                     "at a time", attempt)
             back.append(_Pending(job, alone=True))
         self.pending.extendleft(reversed(back))
+
+    def _back_to_front(self, jobs: list[Job]) -> None:
+        """Jobs that go back as they were (a sick device's): first in the queue."""
+        self.pending.extendleft(reversed([_Pending(job) for job in jobs]))
 
     def _fail(self, w: _Worker, job: Job, started: float, error: str, status: str) -> None:
         seconds = max(0.0, self.clock() - started)

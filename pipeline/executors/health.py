@@ -10,7 +10,10 @@ The base (executors/base.py) shows this mixin every record before recording it:
   attempt uncounted and its retries uncharged, and the worker is sick. Only a job that meets
   a device fault on a second worker whose previous job had succeeded is itself at fault (a
   kernel it alone breaks): then its record stands.
-- A worker whose STREAK consecutive jobs failed is a suspect: its failed records are held
+- A worker whose STREAK consecutive jobs failed with an unexplained error (`unexplained`: an
+  exception the worker did not diagnose, such as `RuntimeError: …`, not one of our one-line
+  reasons like a bad image or a size that does not fit, which are the job's whatever the
+  device) is a suspect: its failed records are held
   back and it is sent nothing more until another worker settles the question. A success
   elsewhere makes it sick (its held jobs go back uncharged); when no other worker is left to
   compare with (all suspects, retired, or none), the failures were the jobs': they are
@@ -36,12 +39,20 @@ STREAK = 3      # consecutive failures of one worker, while another succeeds, th
 # What PyTorch says when the device (not the job's size) fails: "CUDA error: an illegal memory
 # access was encountered", torch.AcceleratorError, cudaErrorLaunchFailure and the like.
 _DEVICE_FAULT = re.compile(r"CUDA error|cudaError|AcceleratorError")
+# An exception the worker did not diagnose: records name its type ("RuntimeError: …"), where
+# our own errors are a reason in words (records.error_message).
+_UNEXPLAINED = re.compile(r"[A-Z]\w*(Error|Exception)\b")
 
 
 def device_fault(error: str | None) -> bool:
     """True for an error that is the device's: a CUDA error other than running out of memory
     (out of memory is the job's size: the worker halves its batch or fails the job)."""
     return bool(error and _DEVICE_FAULT.search(error) and "out of memory" not in error.lower())
+
+
+def unexplained(error: str | None) -> bool:
+    """True for an error the worker did not diagnose (a library's exception, by its type name)."""
+    return bool(error and _UNEXPLAINED.match(error))
 
 
 class DeviceHealth:
@@ -61,7 +72,7 @@ class DeviceHealth:
     def suspect(self, w: Any) -> bool:
         return len(w.streak) >= STREAK
 
-    def screen(self, w: Any, job: Job, record: JobRecord, started: float) -> bool:
+    def screen(self, w: Any, job: Job, record: JobRecord) -> bool:
         """True when the base must not record `record` now (held back, or the job went back)."""
         if record.done or record.status != "failed":
             return False
@@ -71,6 +82,8 @@ class DeviceHealth:
                 slots.add(w.slot.index)
                 self._sick(w, record.error or "a device error", [job])
                 return True
+        if not unexplained(record.error):
+            return False            # the job's own failure (a bad image, a size that does not fit)
         w.last_done = False
         if not any(x is not w and not x.retired for x in self.workers):
             return False            # no other worker to compare with: the failure is the job's
@@ -114,7 +127,7 @@ class DeviceHealth:
         self._stop(w, kill=True)            # type: ignore[attr-defined]
         w.held, w.started, w.streak, w.last_done = {}, {}, [], False
         self.silenced.add(w.slot.index)
-        self.pending.extendleft(reversed([self._pending_entry(job) for job in back]))
+        self._back_to_front(back)           # type: ignore[attr-defined]
         where = f"worker {w.slot.index} ({w.slot.device})"
         if w.sick_restarts == 0:
             w.sick_restarts = 1
@@ -122,8 +135,9 @@ class DeviceHealth:
             text = f"{where} restarted: its device failed ({reason}); {len(back)} job(s) go back uncharged"
         else:
             w.retired = True
-            self.retired_workers.append(f"{where} was retired after a restart: its device kept "
-                                        f"failing ({reason}); its jobs went to the other workers")
+            others = any(not x.retired for x in self.workers)
+            self.retired_workers.append(f"{where} was retired after a restart: its device kept failing "
+                                        f"({reason})" + ("; its jobs went to the other workers" if others else ""))
             text = f"{where} retired: its device kept failing ({reason}); no more jobs go to it"
         log.warning(text)
         self.listener.message(text)
@@ -143,8 +157,3 @@ class DeviceHealth:
             job = self.pending.popleft().job
             self._record(sick[-1], job, failed_record(job, reason, sick[-1].slot.device, now_iso(), 0.0))  # type: ignore[attr-defined]
         return True
-
-    def _pending_entry(self, job: Job) -> Any:
-        from .base import _Pending
-
-        return _Pending(job)

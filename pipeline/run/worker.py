@@ -277,7 +277,7 @@ class JobRunner:
                 return
             except Exception as err:  # an encoder's ValueError, a MemoryError: this job fails, not
                 # its batch (the job is off `pending` already, so the batch's handler would skip it)
-                self._report_error(item, SaveError(f"saving {item.image_path} failed: {error_message(err)}"),
+                self._report_error(item, OutputError(f"saving {item.image_path} failed: {error_message(err)}"),
                                    emit, errors)
                 return
             emit(("record", item.job.job_id, record))
@@ -349,11 +349,6 @@ class JobRunner:
             pass
         free_device_memory(self.device)
         return None
-
-
-class SaveError(OutputError):
-    """Saving a finished job's image failed in an unexpected way (not a full disk: that is an
-    OutputError of its own); the job's record says so in one line."""
 
 
 def _planned_params(item: _Item) -> Any:
