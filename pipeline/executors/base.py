@@ -356,9 +356,10 @@ class Executor(DeviceHealth, ABC):
             back.append(_Pending(job, alone=True))
         self.pending.extendleft(reversed(back))
 
-    def _back_to_front(self, jobs: list[Job]) -> None:
-        """Jobs that go back as they were (a sick device's): first in the queue."""
-        self.pending.extendleft(reversed([_Pending(job) for job in jobs]))
+    def _requeue(self, front: list[Job], back: list[Job]) -> None:
+        """Jobs that go back as they were (a sick device's), to the front or the back of the queue."""
+        self.pending.extendleft(reversed([_Pending(job) for job in front]))
+        self.pending.extend(_Pending(job) for job in back)
 
     def _fail(self, w: _Worker, job: Job, started: float, error: str, status: str) -> None:
         seconds = max(0.0, self.clock() - started)

@@ -6,10 +6,10 @@ empty the whole queue into failed rows while a healthy worker is still loading i
 The base (executors/base.py) shows this mixin every record before recording it:
 
 - A failed record whose error is the device's (`device_fault`: a CUDA error other than out
-  of memory) is not recorded: the job goes back to the front of the queue as it was, its
-  attempt uncounted and its retries uncharged, and the worker is sick. Only a job that meets
-  a device fault on a second worker whose previous job had succeeded is itself at fault (a
-  kernel it alone breaks): then its record stands.
+  of memory) is not recorded: the job goes back to the end of the queue as it was, its
+  attempt uncounted and its retries uncharged, and the worker is sick. A job that meets a
+  device fault a second time, on a worker whose previous job had succeeded, is itself at
+  fault (a kernel it alone breaks): then its record stands.
 - A worker whose STREAK consecutive jobs failed with an unexplained error (`unexplained`: an
   exception the worker did not diagnose, such as `RuntimeError: …`, not one of our one-line
   reasons like a bad image or a size that does not fit, which are the job's whatever the
@@ -18,8 +18,8 @@ The base (executors/base.py) shows this mixin every record before recording it:
   elsewhere makes it sick (its held jobs go back uncharged); when no other worker is left to
   compare with (all suspects, retired, or none), the failures were the jobs': they are
   recorded and the suspects work on. A success of its own records its held failures.
-- A sick worker is restarted once (a fresh process, a fresh CUDA context); sick again, it is
-  retired: its device is used no more, and the log and the run summary (`retired`) say so.
+- A sick worker is restarted once (a fresh process, a fresh CUDA context); sick again before
+  it has succeeded at anything, it is retired: its device is used no more, and the log and the run summary (`retired`) say so.
   When every worker is retired, each job left is recorded as failed with a reason naming
   the retired devices, so the run still ends with one record per job.
 """
@@ -78,7 +78,7 @@ class DeviceHealth:
             return False
         if device_fault(record.error):
             slots = self.faulted_on.setdefault(job.job_id, set())
-            if not (slots - {w.slot.index} and w.last_done):
+            if not (slots and w.last_done):
                 slots.add(w.slot.index)
                 self._sick(w, record.error or "a device error", [job])
                 return True
@@ -95,7 +95,7 @@ class DeviceHealth:
 
     def succeeded(self, w: Any) -> None:
         """After a done record of `w`: its held failures were its jobs'; suspects elsewhere are sick."""
-        w.last_done = True
+        w.last_done, w.sick_restarts = True, 0     # it works: a later fault is a new episode
         self._release(w)
         for x in self.workers:
             if x is not w and self.suspect(x):
@@ -120,14 +120,15 @@ class DeviceHealth:
 
     def _sick(self, w: Any, reason: str, faulted: list[Job]) -> None:
         """Stop `w`; its jobs go back uncharged; it restarts once, then it is retired."""
-        back = [*faulted, *(job for job, _ in w.streak), *w.held.values()]
+        front = [*(job for job, _ in w.streak), *w.held.values()]
+        back = [*faulted, *front]
         uncount = {job.job_id for job in faulted} | {job.job_id for job, _ in w.streak} | set(w.started)
         for job_id in uncount:
             self.attempts[job_id] = max(0, self.attempts.get(job_id, 1) - 1)
         self._stop(w, kill=True)            # type: ignore[attr-defined]
         w.held, w.started, w.streak, w.last_done = {}, {}, [], False
         self.silenced.add(w.slot.index)
-        self._back_to_front(back)           # type: ignore[attr-defined]
+        self._requeue(front, faulted)       # type: ignore[attr-defined]  (a poison job: after the rest)
         where = f"worker {w.slot.index} ({w.slot.device})"
         if w.sick_restarts == 0:
             w.sick_restarts = 1
