@@ -42,6 +42,19 @@ ENOSPC = "NST_BATCH_FAULT_ENOSPC"
 # power cut would (once). Tests start the run in a session of its own.
 KILL_RUN_MID_CLIP = "NST_BATCH_FAULT_KILL_RUN_MID_CLIP"
 
+# A job id (or its first characters): saving that job's image raises a ValueError, as an
+# image encoder's own error would (not an NSTError).
+SAVE_ERROR = "NST_BATCH_FAULT_SAVE_ERROR"
+# A job id (or its first characters): the worker drops that job when its optimization ends,
+# saving nothing and sending no record, as the worker bug that lost a job whose save raised
+# did; the executor must notice at the end of the group.
+DROP_RECORD = "NST_BATCH_FAULT_DROP_RECORD"
+# A worker slot index N: a sick device. Every batch on worker N (each local worker process,
+# restarted or not) raises RuntimeError("CUDA error: an illegal memory access was encountered")
+# at its first progress report, as a GPU with a sticky CUDA error does.
+SICK_WORKER = "NST_BATCH_FAULT_SICK_WORKER"
+ILLEGAL_ACCESS = "CUDA error: an illegal memory access was encountered"
+
 
 def forwarded_env() -> dict[str, str]:
     """The hooks set in this process, for workers that do not inherit its environment (Ray)."""
@@ -53,6 +66,9 @@ _held: set[str] = set()     # jobs this process has held once already
 
 def at_progress(job_id: str, step: int, batch: int) -> None:
     """Called by the worker at every progress report of `job_id`, running in a batch of `batch`."""
+    sick = os.environ.get(SICK_WORKER)
+    if sick and multiprocessing.current_process().name == f"nst-worker-{sick}":
+        raise RuntimeError(ILLEGAL_ACCESS)
     hold = os.environ.get(HOLD)
     if hold and job_id not in _held:
         _held.add(job_id)
@@ -71,6 +87,19 @@ def at_progress(job_id: str, step: int, batch: int) -> None:
         import torch
 
         raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected: batch of {batch} > {above})")
+
+
+def at_save(job_id: str) -> None:
+    """Called by the worker before it writes `job_id`'s image."""
+    target = os.environ.get(SAVE_ERROR)
+    if target and job_id.startswith(target):
+        raise ValueError(f"injected encoder failure saving {job_id}")
+
+
+def drops_record(job_id: str) -> bool:
+    """True when the worker must not send `job_id`'s record (DROP_RECORD)."""
+    target = os.environ.get(DROP_RECORD)
+    return bool(target and job_id.startswith(target))
 
 
 def after_clip_frame(index: int, count: int) -> None:

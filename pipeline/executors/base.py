@@ -8,13 +8,21 @@ concrete executor (local.py: processes; ray.py: Ray actors) only says how to rea
     send(slot, jobs)        hand a ready, idle worker one group of jobs
     poll(timeout)           the events that arrived within `timeout` seconds, as
                             (kind, slot index, job_id, payload) tuples with kind one of
-                            ready | started | progress | record | exited
+                            ready | started | progress | record | group_done | exited
+                            (group_done: the worker is through with a group; its payload
+                            is the job ids of that group)
     stop_slot(slot, kill)   end a worker: at once (kill) or after its current group
     open(jobs) / close()    set up and tear down what the workers share (optional)
 
 The rules the base applies (docs/reliability.md):
 - Groups: the oldest pending job and up to batch size − 1 later jobs that can share its batch
   (run/grouping.py); at most 1 per CPU worker and 8 per GPU worker unless --batch-size.
+- One record per job sent: when a worker says `group_done`, each job of the group it gave no
+  record is failed with "worker returned no result for this job" under the rules for a lost
+  worker below (back alone; charged when it was alone). A second record of a job is ignored.
+- Failures that are the device's, not the job's (a CUDA error other than out of memory; a
+  worker whose consecutive jobs all fail while another succeeds) restart its worker once,
+  then retire it; its jobs go back uncharged (executors/health.py).
 - A job is tried (its attempt counted) when its worker says it started; its timeout also
   counts from then, not from dispatch (transfers and network loading are not the job's).
 - A worker that dies or is killed for a timeout while holding jobs: jobs that had not started
@@ -45,9 +53,11 @@ from ..errors import DeviceError
 from ..run.grouping import batch_key, content_shape
 from ..run.jobs import Job
 from ..run.records import JobRecord, failed_record, iso_time
+from .health import DeviceHealth
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
+MISSING_RECORD = "worker returned no result for this job"
 Event = tuple[str, int, "str | None", Any]      # (kind, slot index, job_id, payload)
 
 
@@ -106,6 +116,9 @@ class _Worker:
     started: dict[str, float] = field(default_factory=dict)   # job_id -> clock() at its start
     startup_failures: int = 0
     retired: bool = False
+    streak: list[tuple[Job, JobRecord]] = field(default_factory=list)   # failed, held back (health.py)
+    last_done: bool = False          # its latest record was a success
+    sick_restarts: int = 0           # restarts for a sick device (health.py)
 
 
 @dataclass
@@ -114,7 +127,7 @@ class _Pending:
     alone: bool = False              # back after a worker was lost: runs in a group of one
 
 
-class Executor(ABC):
+class Executor(DeviceHealth, ABC):
     # True where a dead worker's last events can be lost (Ray fetches an actor's events in
     # batches): a worker that was given a group and died may have started it unheard.
     events_lost_on_death = False
@@ -157,6 +170,7 @@ class Executor(ABC):
         self.counts = {"done": 0, "failed": 0, "retried": 0, "respawned": 0}
         self.workers = [_Worker(slot) for slot in self.slots]
         self._keys: dict[str, Hashable] = {}
+        self.reset_health()
         self.open(jobs)
         try:
             while self.pending or self._busy():
@@ -169,9 +183,13 @@ class Executor(ABC):
                     self._dispatch()
                 elif not self._busy():
                     break
+                self.silenced.clear()
                 for event in self.poll(POLL_SECONDS):
-                    self._handle(event)
+                    if event[1] not in self.silenced:   # a worker stopped for its device, this round
+                        self._handle(event)
                 self._check_timeouts()
+                self.settle_suspects()
+            self.release_streaks()
         finally:
             try:
                 for w in self.workers:
@@ -190,7 +208,7 @@ class Executor(ABC):
                 return
             if not w.running and not w.retired:
                 self._start(w)
-            if w.ready and not w.held:
+            if w.ready and not w.held and not self.suspect(w):
                 group = self._take_group(w.slot)
                 w.held = {j.job_id: j for j in group}
                 self.send(w.slot, group)
@@ -233,6 +251,8 @@ class Executor(ABC):
             w.ready = True
         elif kind == "exited":
             self._lost(w, payload)
+        elif kind == "group_done":
+            self._group_done(w, payload)
         elif job_id not in w.held:
             return      # a late message about a job already given up on
         elif kind == "started":
@@ -243,7 +263,21 @@ class Executor(ABC):
             self._started(w, job_id)      # a job may fail before it says it started
             job = w.held.pop(job_id)
             w.started.pop(job_id)
-            self._record(w, job, payload)
+            if not self.screen(w, job, payload):    # a sick device's failure goes back, uncharged
+                self._record(w, job, payload)
+
+    def _group_done(self, w: _Worker, group: list[str]) -> None:
+        """The worker is through with `group`: a job of it still held has no record and never will.
+        (By the ids: the worker may already hold its next group when this arrives.)"""
+        held = {job_id: w.held.pop(job_id) for job_id in group if job_id in w.held}
+        started = {job_id: w.started.pop(job_id) for job_id in held if job_id in w.started}
+        for job_id in held:
+            if job_id not in started:
+                started[job_id] = self.clock()
+                self.attempts[job_id] = self.attempts.get(job_id, 0) + 1
+        if held:
+            log.warning("worker %d returned no result for %d job(s) of its group", w.slot.index, len(held))
+            self._give_back(w, held, started, MISSING_RECORD, timed_out=())
 
     def _started(self, w: _Worker, job_id: str) -> None:
         if job_id not in w.started:
@@ -255,6 +289,8 @@ class Executor(ABC):
     def _record(self, w: _Worker, job: Job, record: JobRecord) -> None:
         self.counts["done" if record.done else "failed"] += 1
         self.listener.job_recorded(job, record.tried(self.attempts.get(job.job_id, 1), w.slot.index))
+        if record.done:
+            self.succeeded(w)
 
     def _lost(self, w: _Worker, reason: str) -> None:
         """The worker is gone (it died, or failed to start); it is restarted when needed."""
@@ -276,7 +312,7 @@ class Executor(ABC):
             self.listener.message(f"worker {w.slot.index} ({w.slot.device}) exited before running a job: {reason}")
             if w.startup_failures >= 3:
                 w.retired = True
-                if all(x.retired for x in self.workers):
+                if all(x.retired for x in self.workers) and not self.fail_left_for_sick_devices():
                     raise DeviceError("every worker failed to start (see the messages above); check "
                                       "--device, that nst-batch is installed where the workers run, "
                                       "or run with --device cpu")
@@ -319,6 +355,11 @@ class Executor(ABC):
                                     "at a time", attempt)
             back.append(_Pending(job, alone=True))
         self.pending.extendleft(reversed(back))
+
+    def _requeue(self, front: list[Job], back: list[Job]) -> None:
+        """Jobs that go back as they were (a sick device's), to the front or the back of the queue."""
+        self.pending.extendleft(reversed([_Pending(job) for job in front]))
+        self.pending.extend(_Pending(job) for job in back)
 
     def _fail(self, w: _Worker, job: Job, started: float, error: str, status: str) -> None:
         seconds = max(0.0, self.clock() - started)

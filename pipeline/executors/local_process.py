@@ -2,7 +2,8 @@
 
 The network and the style-target cache live as long as the process, so the VGG is loaded
 once per worker, not per group. Everything goes through the worker's own pipe: groups in,
-events out (see run/worker.py for the events). The worker watches its parent's pid and
+events out (see run/worker.py for the events), and ("group_done", None, job ids) after each
+group, so the base can tell a job without a record from a job still running. The worker watches its parent's pid and
 exits when the parent is gone, rather than running orphaned.
 """
 from __future__ import annotations
@@ -55,5 +56,7 @@ def worker_main(device: str, cache_dir: str | None, threads: int, conn: Any, par
         jobs, root = message
         try:
             runner.run_group(jobs, Path(root), emit)
+            # The group is over: the base fails (and retries) any job it sent without a record.
+            emit(("group_done", None, [job.job_id for job in jobs]))
         except ParentGone:
             return

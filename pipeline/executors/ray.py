@@ -15,7 +15,7 @@ import math
 import os
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -168,6 +168,7 @@ class _Actor:
     run_ref: Any = None
     events_ref: Any = None
     asked: float = 0.0
+    group: list[str] = field(default_factory=list)    # the job ids of the group it was sent
 
 
 class RayExecutor(Executor):
@@ -217,6 +218,9 @@ class RayExecutor(Executor):
                 self.local_events += [("started", slot.index, job.job_id, None), ("record", slot.index, job.job_id,
                                       failed_record(job, err, slot.device, now_iso(), 0.0))]
         a.run_ref = a.handle.run_group.remote(runnable, inputs) if runnable else None
+        a.group = [job.job_id for job in jobs]
+        if not runnable:
+            self.local_events.append(("group_done", slot.index, None, [job.job_id for job in jobs]))
         a.asked = time.monotonic()
 
     def poll(self, timeout: float) -> list[Event]:
@@ -242,8 +246,14 @@ class RayExecutor(Executor):
                 if a.run_ref in done:
                     ref, a.run_ref = a.run_ref, None
                     self.ray.get(ref)
-                    # The group is over: collect what it said since the last question.
+                    # The group is over: collect what it said since the last question (first
+                    # the answer to a question still in flight), then tell the base, which fails
+                    # any job of the group still without a record.
+                    if a.events_ref is not None:
+                        ref, a.events_ref = a.events_ref, None
+                        events += self._translate(index, self.ray.get(ref))
                     events += self._translate(index, self.ray.get(a.handle.events.remote()))
+                    events.append(("group_done", index, None, a.group))
             except self.ray.exceptions.RayError as err:
                 # The actor died, or Ray killed its task (OutOfMemoryError) and it may be dead:
                 # replace it either way; the base retries its jobs.

@@ -264,7 +264,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         with display, _interrupts(flags, options.now, display):
             counts = executor.run(todo, listener)
     interrupted = flags.stop or flags.abort
-    return {**summary, **counts, "interrupted": interrupted,
+    return {**summary, **counts, "interrupted": interrupted, "retired": executor.retired_workers,
             "views": [] if sharded else write_views(manifest, display),
             "warnings": warnings + _index_warning(index)}
 

@@ -27,14 +27,14 @@ from .. import __version__, fault_hooks, imaging
 from ..engine import pixels
 from ..engine.features import VGGFeatures
 from ..engine.optimize import JobInput, Precision, Progress, stylize_batch
-from ..errors import DeviceError, NSTError
+from ..errors import DeviceError, NSTError, OutputError
 from . import memory
 from .cache import StyleTargetCache
 from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
 from .heap import bound_heap
 from .grouping import batch_key
 from .jobs import Job, safe_join
-from .records import JobRecord, done_record, failed_record, now_iso, write_sidecar
+from .records import JobRecord, done_record, error_message, failed_record, now_iso, write_sidecar
 from .targets import targets_fn
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
@@ -265,13 +265,22 @@ class JobRunner:
 
         def finished(item: _Item, result: Any) -> None:
             pending.pop(id(item), None)
+            if fault_hooks.drops_record(item.job.job_id):   # test-only: a job lost without a record
+                return
             if isinstance(result, NSTError):
                 self._report_error(item, result, emit, errors)
                 return
             try:
-                emit(("record", item.job.job_id, self._save(item, result, feats, len(chunk))))
+                record = self._save(item, result, feats, len(chunk))
             except NSTError as err:
                 self._report_error(item, err, emit, errors)
+                return
+            except Exception as err:  # an encoder's ValueError, a MemoryError: this job fails, not
+                # its batch (the job is off `pending` already, so the batch's handler would skip it)
+                self._report_error(item, OutputError(f"saving {item.image_path} failed: {error_message(err)}"),
+                                   emit, errors)
+                return
+            emit(("record", item.job.job_id, record))
 
         def progress_of(item: _Item) -> Callable[[Progress], None]:
             def progress(p: Progress) -> None:
@@ -298,6 +307,7 @@ class JobRunner:
     def _save(self, item: _Item, result: Any, feats: VGGFeatures, batch: int) -> JobRecord:
         job, p = item.job, item.job.params
         meta = {"job_id": job.job_id, "params": p.to_dict(), "nst_batch": __version__}
+        fault_hooks.at_save(job.job_id)   # test-only
         imaging.save_image(result.image, item.image_path, p.format, p.quality, meta)
         return done_record(job, losses=result.losses, steps=result.steps, width=int(result.image.shape[-1]),
                            height=int(result.image.shape[-2]), device=str(self.device),

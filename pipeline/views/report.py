@@ -58,6 +58,8 @@ def finish_run(summary: dict[str, Any]) -> int:
     console.print(f"{summary['output']}: {summary['jobs']} job(s): {summary['skipped_done']} already done{kept}; "
                   f"this run: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed"
                   + (f", {summary['retried']} retried" if summary.get("retried") else ""))
+    for retired in summary.get("retired", []):   # a sick device: its jobs ran on the others
+        errors.print(f"warning: {retired}", soft_wrap=True, markup=False)
     for view in summary.get("views", []):
         console.print(f"wrote {view}")
     for warning in summary.get("warnings", []):   # a full disk: what was not written, and the fix
