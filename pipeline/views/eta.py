@@ -25,9 +25,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from ..run.jobs import Job
 
 Stages = Sequence[tuple[int, int]]       # (pixels of the stage's image, evaluations) per stage
+
+
+def job_stages(job: "Job") -> Stages:
+    """A job's (pixels, evaluations) per coarse-to-fine stage; a clip's, per frame (its frame
+    count arrives with its first progress report). An unreadable content counts at `size`²."""
+    from ..engine.layers import scaled_size
+    from ..run.grouping import content_shape
+
+    p = job.params
+    shape = content_shape(job) or (p.size, p.size)
+    return tuple((h * w, n) for side, n in zip(p.stage_sizes(shape), p.stage_steps())
+                 for h, w in [scaled_size(*shape, side)])
 
 
 def remaining_work(stages: Stages, step: int) -> float:
@@ -85,10 +100,15 @@ class EtaModel:
         self.running[job_id] = _Running(worker, stages)
         w.batch = self._on(worker)
 
-    def progress(self, job_id: str, step: int) -> None:
+    def progress(self, job_id: str, step: int, total: int | None = None) -> None:
+        """`total`: the job's evaluation budget as the worker counts it. A clip's frames are
+        only known to the worker: a larger total stretches the job's stages to match."""
         job = self.running.get(job_id)
         if job is None:
             return
+        known = sum(n for _, n in job.stages)
+        if total and known and total > known:
+            job.stages = tuple((px, n * total / known) for px, n in job.stages)
         self._account(job.worker, job_id, step)
 
     def finished(self, job_id: str) -> None:
