@@ -171,6 +171,7 @@ def run(
     precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network in each worker.")] = False,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory each worker may use, e.g. 2GB [default: manifest's memory_limit, else the device's free memory shared among its workers].")] = None,
+    live_every: Annotated[float, typer.Option(help="Seconds between rewrites of the live gallery OUTPUT/index.html during the run (0: only at the end).")] = 10.0,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
     from .run.orchestrate import RunOptions, run_manifest
@@ -192,10 +193,12 @@ def run(
         raise typer.BadParameter(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     if address is not None and executor != "ray":
         raise typer.BadParameter("--address needs --executor ray")
+    if not (math.isfinite(live_every) and 0 <= live_every <= 86400):
+        raise typer.BadParameter(f"--live-every must be between 0 and 86400 seconds, got {live_every:g}")
     options = RunOptions(devices=_devices(device), workers=workers, force=force, retry_failed=retry_failed,
                          dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now,
                          executor=executor, address=address, batch_size=batch_size, precision=precision,
-                         compile=compile, memory_limit=_memory(memory_limit))
+                         compile=compile, memory_limit=_memory(memory_limit), live_every=live_every)
     summary = run_manifest(manifest, options, shard=_shard(shard))
     raise typer.Exit(finish_run(summary))
 
@@ -256,11 +259,28 @@ def sheet(
 
 
 @app.command()
-def gallery(output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")]) -> None:
+def gallery(
+    output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")],
+    serve: Annotated[bool, typer.Option("--serve", help="Then serve the folder read-only over HTTP on localhost (for port-forwarding from a remote machine); Ctrl-C stops.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8000,
+) -> None:
     """Write OUTPUT/index.html: a static gallery with filters and a sortable table."""
     from .views.gallery import write_gallery
 
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"--port must be between 1 and 65535, got {port}")
     typer.echo(str(write_gallery(output)))
+    if serve:
+        from .views.serve import make_server
+
+        server = make_server(output, port)
+        typer.echo(f"serving {output} read-only at http://localhost:{server.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 def main(argv: list[str] | None = None) -> None:

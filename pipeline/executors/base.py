@@ -95,6 +95,7 @@ class Listener(Protocol):
     def job_recorded(self, job: Job, record: JobRecord) -> None: ...   # done, failed or timeout
     def job_retry(self, job: Job, error: str, attempt: int) -> None: ...
     def message(self, text: str) -> None: ...
+    def tick(self) -> None: ...          # once per poll, events or not (the live gallery's clock)
 
 
 @dataclass
@@ -172,6 +173,7 @@ class Executor(ABC):
                 for event in self.poll(POLL_SECONDS):
                     self._handle(event)
                 self._check_timeouts()
+                getattr(self.listener, "tick", lambda: None)()
         finally:
             try:
                 for w in self.workers:

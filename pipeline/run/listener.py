@@ -11,6 +11,7 @@ from .index import ResultsIndex
 from .jobs import Job, safe_join
 from .records import JobRecord, failed_record, write_sidecar
 from .runlog import RunLog
+from ..views.live import LIVE_EVERY, LiveGallery
 from ..executors.base import Slot
 
 
@@ -27,19 +28,27 @@ def final_paths(output_dir: Path, jobs: list[Job]) -> Iterator[Path]:
 class RunListener:
     """Connects the executor's events to the sidecars, the index and the display."""
 
-    def __init__(self, output_dir: Path, index: ResultsIndex, display: RunDisplay, log: RunLog):
+    def __init__(self, output_dir: Path, index: ResultsIndex, display: RunDisplay, log: RunLog,
+                 live_every: float | None = LIVE_EVERY):
         self.output_dir, self.index, self.display, self.log = output_dir, index, display, log
         self.slot_of: dict[str, int] = {}
         self.device_of: dict[str, str] = {}
+        # Shards write no index, so no page either: `reindex` and `gallery` make it afterwards.
+        self.live = (LiveGallery(output_dir, display.total, display.eta_text, self.message, every=live_every)
+                     if live_every else None)
 
     def job_started(self, slot: Slot, job: Job) -> None:
         self.slot_of[job.job_id] = slot.index
         self.device_of[job.job_id] = slot.device
         self.log.write("start", f"{job.job_id} {describe(job)} worker {slot.index} {slot.device}")
         self.display.job_started(slot, job)
+        if self.live:
+            self.live.started(job.job_id, describe(job), slot.index, slot.device, job.params.stage_steps())
 
     def job_progress(self, slot: Slot, job: Job, step: int, total: int, loss: float) -> None:
         self.display.job_progress(slot, job, step, total, loss)
+        if self.live:
+            self.live.progress(job.job_id, step, total, loss)
 
     def job_recorded(self, job: Job, record: JobRecord) -> None:
         """The sidecar (the completion marker, after the image), then the index row."""
@@ -62,6 +71,8 @@ class RunListener:
             self.display.job_finished(slot, job, record.as_dict())
         else:
             self.display.job_failed(slot, job, record.status, record.error or record.status)
+        if self.live:
+            self.live.ended(job.job_id, record.done)
 
     def job_retry(self, job: Job, error: str, attempt: int) -> None:
         self.slot_of.pop(job.job_id, None)
@@ -69,7 +80,13 @@ class RunListener:
         remove_partial_writes(final_paths(self.output_dir, [job]))     # the dead worker's temp files
         self.log.write("retry", f"{job.job_id} {describe(job)}: {error} (attempt {attempt} failed)")
         self.display.job_retry(job)
+        if self.live:
+            self.live.ended(job.job_id, None)
         self.display.message(f"retry  {job.job_id[:8]}: {error} (attempt {attempt} failed)")
+
+    def tick(self) -> None:
+        if self.live:
+            self.live.update()
 
     def message(self, text: str) -> None:
         self.log.write("note", text)

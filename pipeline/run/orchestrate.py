@@ -30,6 +30,7 @@ from ..manifest.schema import Manifest, load_manifest
 from ..views.progress import RunDisplay
 from .listener import RunListener, final_paths
 from .runlog import RunLog
+from ..views.live import LIVE_EVERY
 from ..executors.base import ExecutorOptions, Slot, StopFlags
 from ..executors.local import LocalExecutor, plan_slots
 from .records import JobRecord, failed_record, write_sidecar
@@ -104,6 +105,7 @@ class RunOptions:
     precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False                # torch.compile the network in each worker
     memory_limit: int | None = None      # bytes per worker for the memory planner (run/memory.py)
+    live_every: float = LIVE_EVERY       # seconds between rewrites of the live gallery (0: at the end only)
 
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
@@ -204,7 +206,8 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         log.write("run", f"{len(todo)} job(s) to run of {len(jobs)} ({summary['skipped_done']} done, "
                   f"{summary['kept_failed']} failed kept) on {', '.join(s.device for s in slots)}"
                   + (" (one shard)" if sharded else ""))
-        listener = RunListener(out, index if not sharded else _NoIndex(), display, log)
+        listener = RunListener(out, index if not sharded else _NoIndex(), display, log,
+                               live_every=None if sharded or not options.live_every else options.live_every)
         flags = StopFlags()
         settings = ExecutorOptions(
             retries=manifest.retries if options.retries is None else options.retries,
