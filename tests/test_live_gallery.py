@@ -69,10 +69,16 @@ def test_a_held_run_shows_its_running_job_then_its_result(tmp_path):
     page_path = tmp_path / "out" / "index.html"
     try:
         job = hold.next_running(run)
-        page = wait_for(lambda: page_path.is_file() and f'data-running="{job}"' in (text := page_path.read_text())
-                        and text, 120, run, "the live page to list the running job")
+        page = wait_for(lambda: page_path.is_file() and f'src=".thumbs/live/{job}.jpg' in (text := page_path.read_text())
+                        and text, 120, run, "the live page to list the running job with its thumbnail")
         assert '<meta http-equiv="refresh" content="1">' in page
-        assert re.search(r"Run running</b> · ETA ", page)
+        # its latest iterate, written by the worker at its first evaluation
+        card = re.search(rf'<figure class="card running" data-running="{job}">.*?</figure>', page).group(0)
+        thumb = re.search(r'<img src="([^"?]+)', card).group(1)
+        assert thumb == f".thumbs/live/{job}.jpg" and (tmp_path / "out" / thumb).is_file()
+        # its first progress report is in before the hold: the ETA is measured, not "--"
+        page = wait_for(lambda: re.search(r"Run running</b> · ETA \d", text := page_path.read_text()) and text,
+                        60, run, "a measured ETA on the live page")
         assert re.search(r"done 0 · failed 0 · remaining 2 of 2", page)
         hold.release_all()
         assert run.wait() == 0, run.describe()
@@ -82,4 +88,5 @@ def test_a_held_run_shows_its_running_job_then_its_result(tmp_path):
             run.kill_all()
     final = page_path.read_text()
     assert "http-equiv=\"refresh\"" not in final and 'data-running=' not in final
+    assert not list((tmp_path / "out" / ".thumbs" / "live").glob("*.jpg"))   # removed as jobs end
     assert len(re.findall(r'<figure class="card done" data-job="', final)) == 2

@@ -69,11 +69,12 @@ class ExecutorOptions:
     precision: str = "auto"
     compile: bool = False
     memory_limit: int | None = None    # bytes per worker; None: the device's free memory shared by its workers
+    save_every: int = 0                # intermediate images every N evaluations (0: none; run/snapshots.py)
 
     def worker_options(self, sharing: int = 1) -> dict[str, Any]:
         """JobRunner options; `sharing`: how many workers share this worker's device's memory."""
         return {"batch_size": self.batch_size, "precision": self.precision, "compile": self.compile,
-                "memory_limit": self.memory_limit, "sharing": sharing}
+                "memory_limit": self.memory_limit, "sharing": sharing, "save_every": self.save_every}
 
 
 def device_sharing(slots: list[Slot], slot: Slot) -> int:

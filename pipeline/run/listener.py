@@ -11,7 +11,7 @@ from .index import ResultsIndex
 from .jobs import Job, safe_join
 from .records import JobRecord, failed_record, write_sidecar
 from .runlog import RunLog
-from ..views.live import LIVE_EVERY, LiveGallery
+from ..views.live import LIVE_EVERY, LiveGallery, live_thumb
 from ..executors.base import Slot
 
 
@@ -73,6 +73,7 @@ class RunListener:
             self.display.job_failed(slot, job, record.status, record.error or record.status)
         if self.live:
             self.live.ended(job.job_id, record.done)
+        _remove_live_thumb(self.output_dir, job)
 
     def job_retry(self, job: Job, error: str, attempt: int) -> None:
         self.slot_of.pop(job.job_id, None)
@@ -91,3 +92,11 @@ class RunListener:
     def message(self, text: str) -> None:
         self.log.write("note", text)
         self.display.message(text)
+
+
+def _remove_live_thumb(output_dir: Path, job: Job) -> None:
+    """A finished job's latest-iterate thumbnail: the gallery shows its result instead."""
+    try:
+        (output_dir / live_thumb(job.job_id)).unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -106,6 +106,7 @@ class RunOptions:
     compile: bool = False                # torch.compile the network in each worker
     memory_limit: int | None = None      # bytes per worker for the memory planner (run/memory.py)
     live_every: float = LIVE_EVERY       # seconds between rewrites of the live gallery (0: at the end only)
+    save_every: int | None = None        # intermediate images every N evaluations; None: the manifest's
 
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
@@ -213,7 +214,8 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
             retries=manifest.retries if options.retries is None else options.retries,
             timeout=options.timeout if options.timeout is not None else manifest.timeout,
             cache_dir=options.cache_dir, batch_size=options.batch_size, precision=options.precision,
-            compile=options.compile, memory_limit=options.memory_limit or manifest.memory_limit)
+            compile=options.compile, memory_limit=options.memory_limit or manifest.memory_limit,
+            save_every=manifest.save_every if options.save_every is None else options.save_every)
         executor = Executor(slots, out, settings, flags, **where)
         with display, _interrupts(flags, options.now, display):
             counts = executor.run(todo, listener)
