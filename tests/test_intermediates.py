@@ -74,3 +74,15 @@ def test_a_failing_intermediate_write_never_fails_the_job(tmp_path):
     shots = Snapshots(tmp_path, "a/b.png", "job1", stages=1, save_every=1, thumbnail=False)
     shots(1, 0, False, lambda: torch.rand(1, 3, 8, 8))      # logs, does not raise
     assert shots.broken
+
+
+def test_a_bad_save_every_is_one_line_naming_the_key(tmp_path):
+    import pytest
+
+    from pipeline.errors import NSTError
+    from pipeline.manifest.schema import load_manifest
+
+    manifest = _manifest(tmp_path, "save_every: -3\n")
+    with pytest.raises(NSTError) as err:
+        load_manifest(manifest)
+    assert "save_every" in str(err.value) and "-3" in str(err.value)
