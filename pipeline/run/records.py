@@ -18,6 +18,7 @@ from ..errors import NSTError, OutputError
 from .jobs import Job
 
 STATUSES = ("done", "failed", "timeout")
+HISTORY_POINTS = 300   # loss-history points a sidecar keeps per job (views/plots.downsample)
 
 
 @dataclass(frozen=True)

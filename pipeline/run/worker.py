@@ -34,13 +34,12 @@ from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
 from .heap import bound_heap
 from .grouping import batch_key
 from .jobs import Job, safe_join
-from .records import JobRecord, done_record, failed_record, now_iso, write_sidecar
+from .records import HISTORY_POINTS, JobRecord, done_record, failed_record, now_iso, write_sidecar
 from .snapshots import Snapshots
 from .targets import targets_fn
 from ..views.plots import downsample
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
-HISTORY_POINTS = 300   # loss-history points a sidecar keeps per job
 Event = tuple[str, str, Any]          # (kind, job_id, payload)
 Emit = Callable[[Event], None]
 log = logging.getLogger(__name__)
