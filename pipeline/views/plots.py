@@ -56,18 +56,21 @@ def loss_curve(history: Mapping[str, Any], width: int = 220, height: int = 90) -
     return "".join(parts)
 
 
-def scatter(points: Sequence[Mapping[str, Any]], colour_by: str | None, width: int = 420,
+def scatter(points: Sequence[Mapping[str, Any]], colour_by: str | None, width: int = 520,
             height: int = 300) -> str:
     """`points`: {"x": content loss, "y": style loss, "label": hover text, "href": "#job-…",
     "group": value of `colour_by`}. Log axes; empty string with fewer than one drawable point."""
     drawable = [p for p in points if _log(p["x"]) is not None and _log(p["y"]) is not None]
     if not drawable:
         return ""
+    groups = sorted({str(p.get("group")) for p in drawable}, key=_natural)
+    legend = bool(colour_by) and len(groups) > 1
+    # The legend gets its own column at the right, as wide as its longest entry needs.
+    legend_w = 16 + 6 * max(len(f"{colour_by}={g}") for g in groups) if legend else 0
     left, bottom, pad = 46, 34, 10
     xs, ys = [_log(p["x"]) for p in drawable], [_log(p["y"]) for p in drawable]
-    x = _scale(min(xs) - 0.05, max(xs) + 0.05, left, width - pad)
+    x = _scale(min(xs) - 0.05, max(xs) + 0.05, left, width - pad - legend_w)
     y = _scale(min(ys) - 0.05, max(ys) + 0.05, height - bottom, pad)
-    groups = sorted({str(p.get("group")) for p in drawable}, key=_natural)
     colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
     out = [f'<svg class="scatter" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
            f'role="img" aria-label="final style loss against final content loss, one point per job">',
@@ -90,10 +93,10 @@ def scatter(points: Sequence[Mapping[str, Any]], colour_by: str | None, width: i
                    f'fill="{colour[g]}" fill-opacity="0.85" stroke="{"#000" if p.get("front") else "#fff"}" '
                    f'stroke-width="{1.5 if p.get("front") else 1}"><title>{escape(str(p.get("label", "")))}'
                    f'</title></circle></a>')
-    if colour_by and len(groups) > 1:
-        for i, g in enumerate(groups[:12]):
-            out.append(f'<circle cx="{width - 90}" cy="{pad + 6 + 13 * i}" r="4" fill="{colour[g]}"/>'
-                       f'<text x="{width - 82}" y="{pad + 9 + 13 * i}" font-size="10">'
+    if legend:
+        for i, g in enumerate(groups[:16]):
+            out.append(f'<circle cx="{width - legend_w + 6}" cy="{pad + 6 + 13 * i}" r="4" fill="{colour[g]}"/>'
+                       f'<text x="{width - legend_w + 14}" y="{pad + 9 + 13 * i}" font-size="10">'
                        f'{escape(colour_by)}={escape(g)}</text>')
     out.append("</svg>")
     return "".join(out)
