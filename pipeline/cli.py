@@ -75,10 +75,13 @@ def stylize(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the style-target cache.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    save_every: Annotated[int, typer.Option(help="Write the current image every N evaluations, and at each stage's end, into OUTPUT-stem.steps/ (the last 5 kept); 0: off.")] = 0,
 ) -> None:
     """Stylize one content image with one or more style images."""
     from .run.stylize_one import stylize_one
 
+    if not 0 <= save_every <= 1_000_000:
+        raise typer.BadParameter(f"--save-every must be between 0 (off) and 1000000 evaluations, got {save_every}")
     values = {
         "size": _int_or("native", size, "a number of pixels or native", "--size"),
         "steps": steps, "content_weight": content_weight, "style_weight": style_weight,
@@ -91,7 +94,8 @@ def stylize(
     }
     stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
                 blend=_csv(style_blend, float), device=device, cache_dir=cache_dir,
-                use_cache=not no_cache, show_progress=not quiet, memory_limit=_memory(memory_limit))
+                use_cache=not no_cache, show_progress=not quiet, memory_limit=_memory(memory_limit),
+                save_every=save_every)
 
 
 def _int_or(word: str, value: Optional[str], expected: str, option: str):
@@ -171,6 +175,8 @@ def run(
     precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16.")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the network in each worker.")] = False,
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory each worker may use, e.g. 2GB [default: manifest's memory_limit, else the device's free memory shared among its workers].")] = None,
+    live_every: Annotated[float, typer.Option(help="Seconds between rewrites of the live gallery OUTPUT/index.html during the run (0: only at the end).")] = 10.0,
+    save_every: Annotated[Optional[int], typer.Option(help="Write each job's current image every N evaluations, and at each stage's end, into <output>.steps/ (the last 5 kept) [default: manifest's save_every, 0: off].")] = None,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
     from .run.orchestrate import RunOptions, run_manifest
@@ -192,10 +198,15 @@ def run(
         raise typer.BadParameter(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     if address is not None and executor != "ray":
         raise typer.BadParameter("--address needs --executor ray")
+    if save_every is not None and not 0 <= save_every <= 1_000_000:
+        raise typer.BadParameter(f"--save-every must be between 0 (off) and 1000000 evaluations, got {save_every}")
+    if not (math.isfinite(live_every) and 0 <= live_every <= 86400):
+        raise typer.BadParameter(f"--live-every must be between 0 and 86400 seconds, got {live_every:g}")
     options = RunOptions(devices=_devices(device), workers=workers, force=force, retry_failed=retry_failed,
                          dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now,
                          executor=executor, address=address, batch_size=batch_size, precision=precision,
-                         compile=compile, memory_limit=_memory(memory_limit))
+                         compile=compile, memory_limit=_memory(memory_limit), live_every=live_every,
+                         save_every=save_every)
     summary = run_manifest(manifest, options, shard=_shard(shard))
     raise typer.Exit(finish_run(summary))
 
@@ -256,11 +267,28 @@ def sheet(
 
 
 @app.command()
-def gallery(output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")]) -> None:
+def gallery(
+    output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")],
+    serve: Annotated[bool, typer.Option("--serve", help="Then serve the folder read-only over HTTP on localhost (for port-forwarding from a remote machine); Ctrl-C stops.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve.")] = 8000,
+) -> None:
     """Write OUTPUT/index.html: a static gallery with filters and a sortable table."""
     from .views.gallery import write_gallery
 
+    if not 1 <= port <= 65535:
+        raise typer.BadParameter(f"--port must be between 1 and 65535, got {port}")
     typer.echo(str(write_gallery(output)))
+    if serve:
+        from .views.serve import make_server
+
+        server = make_server(output, port)
+        typer.echo(f"serving {output} read-only at http://localhost:{server.server_address[1]}/ (Ctrl-C stops)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -245,6 +245,10 @@ def test_a_run_killed_mid_clip_resumes_at_the_first_unfinished_frame(tmp_path):
     assert frames[:2] == done                                   # the finished frames were not redone
     assert {name: (folder / name).stat().st_mtime_ns for name in kept} == kept
     assert sidecar["temporal_error"] is not None and sidecar["steps"] == 5 * 4
+    # the loss history of the frames this run stylized, end to end (3, 4 and 5; 4 steps each)
+    history = sidecar["loss_history"]
+    assert history["frame"] == [3] * 4 + [4] * 4 + [5] * 4 and history["step"] == list(range(1, 13))
+    assert len(history["temporal"]) == 12 and all(v is not None for v in history["temporal"])
     page = (tmp_path / "out" / "index.html").read_text()
     assert f'<video class="clip"' in page and f"{folder.name}.mp4" in page
 

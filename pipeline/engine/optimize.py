@@ -49,6 +49,15 @@ class Result:
     losses: dict[str, float]                 # of the returned (clamped) image, final stage
     steps: int                               # objective evaluations performed
     history: list[float] = field(default_factory=list)   # total loss per evaluation
+    # Every evaluation's losses: {"step": [1, 2, ...], "stage": [0, 0, ..., 1], "total": [...],
+    # "content": [...], "style": [...] (, "tv", "temporal")}: the curves the gallery draws.
+    loss_history: dict[str, list] = field(default_factory=dict)
+
+
+# snapshot(step, stage, stage_end, image): called after every evaluation; `image()` gives the
+# current iterate (1, 3, H, W) in [0, 1] as a new tensor, colour restored; the caller decides
+# whether it wants one (intermediate images, the live gallery's thumbnail).
+Snapshot = Callable[[int, int, bool, Callable[[], torch.Tensor]], None]
 
 
 @dataclass
@@ -64,6 +73,7 @@ class JobInput:
     temporal: tuple[torch.Tensor, torch.Tensor] | None = None
     tiles: tuple[int | None, ...] = ()        # per stage: tile core size (px), None or () whole image
     lbfgs_history: int = LBFGS_HISTORY        # curvature pairs L-BFGS keeps (the memory planner may shorten it)
+    snapshot: Snapshot | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,9 @@ class _Job:
         self.left = 0                  # evaluations left in the current stage
         self.image: torch.Tensor | None = None
         self.history: list[torch.Tensor] = []   # 0-d loss tensors, read back once at the end
+        self.parts: list[torch.Tensor] = []     # (K,) every loss of each evaluation, ditto
+        self.part_names: tuple[str, ...] = ()
+        self.stage_of: list[int] = []
         self.last_report = float("-inf")
         self.window_loss: float | None = None
         self.result: Result | NSTError | None = None
@@ -220,10 +233,17 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     last_stage = stage == len(jobs[0].stages) - 1
     while jobs:
         _, losses, grad = objective.value_and_grad(_layout(x.view(n, 3, h, w), precision), autocast)
+        names = tuple(losses)
+        every = torch.stack([losses[k].detach().float() for k in names], 1)   # (n, K): one op, no sync
         for i, j in enumerate(jobs):
             j.done += 1
             j.left -= 1
             j.history.append(losses["total"][i])
+            j.parts.append(every[i])
+            j.part_names = names
+            j.stage_of.append(stage)
+            if j.spec.snapshot is not None:
+                j.spec.snapshot(j.done, stage, j.left <= 0, lambda j=j, i=i: _current(j, x[i], h, w))
         now = time.perf_counter()
         report = [i for i, j in enumerate(jobs) if j.spec.progress is not None
                   and (j.left == 0 or now - j.last_report >= progress_every)]
@@ -266,6 +286,24 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
             objective = objective.keep(index)
             jobs = [jobs[i] for i in keep]
             n = len(jobs)
+
+
+def _current(j: _Job, row: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A copy of a job's iterate as an image, clamped, colour restored as in the final result."""
+    image = row.detach().view(1, 3, h, w).clamp(0.0, 1.0)
+    if j.grey:
+        image = pixels.combine_luminance(image, pixels.resize(j.spec.content, (h, w)))
+    return image
+
+
+def _loss_history(j: _Job) -> dict[str, list]:
+    if not j.parts:
+        return {}
+    values = torch.stack(j.parts).cpu().tolist()   # (steps, K): one read-back per job
+    out: dict[str, list] = {"step": list(range(1, len(values) + 1)), "stage": list(j.stage_of)}
+    for k, name in enumerate(j.part_names):
+        out[name] = [row[k] for row in values]
+    return out
 
 
 def _temporal(jobs: list[_Job], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -323,7 +361,8 @@ def _finalize(feats: VGGFeatures, jobs: list[_Job], objective: Objective, precis
         image = images[i:i + 1]
         if j.grey:
             image = pixels.combine_luminance(image, pixels.resize(j.spec.content, tuple(image.shape[-2:])))
-        j.result = Result(image=image, losses={k: v[i] for k, v in host.items()}, steps=j.done, history=history)
+        j.result = Result(image=image, losses={k: v[i] for k, v in host.items()}, steps=j.done, history=history,
+                          loss_history=_loss_history(j))
         if j.spec.finished is not None:
             j.spec.finished(j.result)
 

@@ -79,11 +79,12 @@ class ExecutorOptions:
     precision: str = "auto"
     compile: bool = False
     memory_limit: int | None = None    # bytes per worker; None: the device's free memory shared by its workers
+    save_every: int = 0                # intermediate images every N evaluations (0: none; run/snapshots.py)
 
     def worker_options(self, sharing: int = 1) -> dict[str, Any]:
         """JobRunner options; `sharing`: how many workers share this worker's device's memory."""
         return {"batch_size": self.batch_size, "precision": self.precision, "compile": self.compile,
-                "memory_limit": self.memory_limit, "sharing": sharing}
+                "memory_limit": self.memory_limit, "sharing": sharing, "save_every": self.save_every}
 
 
 def device_sharing(slots: list[Slot], slot: Slot) -> int:
@@ -105,6 +106,7 @@ class Listener(Protocol):
     def job_recorded(self, job: Job, record: JobRecord) -> None: ...   # done, failed or timeout
     def job_retry(self, job: Job, error: str, attempt: int) -> None: ...
     def message(self, text: str) -> None: ...
+    def tick(self) -> None: ...          # once per poll, events or not (the live gallery's clock)
 
 
 @dataclass
@@ -189,6 +191,7 @@ class Executor(DeviceHealth, ABC):
                         self._handle(event)
                 self._check_timeouts()
                 self.settle_suspects()
+                getattr(self.listener, "tick", lambda: None)()
             self.release_streaks()
         finally:
             try:

@@ -31,7 +31,8 @@ from ..views.sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
 
 VERSION = 1
 TOP_KEYS = ("version", "output", "content", "style", "pairing", "pairs", "params", "grid",
-            "devices", "workers_per_device", "retries", "timeout", "sheet", "memory_limit")
+            "devices", "workers_per_device", "retries", "timeout", "sheet", "memory_limit",
+            "save_every")
 WEIGHTS_KEYWORDS = ("original", "torchvision")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,3})?)$")
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Manifest:
     data: Mapping[str, Any]                   # the YAML as read, once it validated
     clips: Mapping[str, Clip] = field(default_factory=lambda: MappingProxyType({}))   # content path -> its clip
     warnings: tuple[str, ...] = ()            # entries whose jobs will fail alone (a broken symlink)
+    save_every: int = 0                       # intermediate images every N evaluations (0: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -131,6 +133,7 @@ class _Checker:
         retries = self._int(("retries",), data.get("retries", 2), 0, 100)
         timeout = self._timeout(data.get("timeout"))
         memory_limit = self._memory_limit(data.get("memory_limit"))
+        save_every = self._int(("save_every",), data.get("save_every", 0), 0, 1_000_000)
         sheet = self._sheet(data.get("sheet"))
         if len(self.report):
             return None
@@ -140,7 +143,7 @@ class _Checker:
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
             workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet, memory_limit=memory_limit,
             data=MappingProxyType(data), clips=MappingProxyType(dict(inputs.clips)),
-            warnings=tuple(self.report.warnings()))
+            warnings=tuple(self.report.warnings()), save_every=save_every)
 
     # --- small typed values -----------------------------------------------------------------
 

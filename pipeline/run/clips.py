@@ -36,7 +36,8 @@ from .cache import key_for
 from .flow_cache import FlowCache, flow_key
 from .grouping import batch_key
 from .jobs import Job, clip_sha256
-from .records import JobRecord, done_record, failed_record, now_iso
+from .records import HISTORY_POINTS, JobRecord, done_record, failed_record, now_iso
+from ..views.plots import downsample
 
 if TYPE_CHECKING:   # the worker calls run_clips; importing it back would be a cycle
     from .worker import Emit, JobRunner
@@ -82,6 +83,7 @@ class _Clip:
         self.hits: list[bool] = []
         self.targets = _targets_fn(runner, job, self.frame(0), self.hits)
         self.records: list[dict[str, Any]] = []
+        self.histories: list[tuple[int, dict]] = []   # (frame, its loss history) run by this worker
         self.outputs: list[np.ndarray] = []         # uint8 (H, W, 3) of finished frames, for the mp4
         self.previous: torch.Tensor | None = None   # the last finished frame as saved (8-bit values)
         self.raw_progress = False                   # progress events carry Progress values (`run`)
@@ -163,6 +165,7 @@ class _Clip:
             "steps": result.steps, "seconds": round(seconds, 3), "temporal_error": error})
         _write_json(self.folder / FRAMES_LOG, {"job_id": self.job.job_id, "frames": self.records})
         self.outputs.append(_uint8(image))
+        self.histories.append((t + 1, result.loss_history))
         self.previous = image
         fault_hooks.after_clip_frame(t, self.count)   # test-only
 
@@ -181,7 +184,8 @@ class _Clip:
             device=str(runner.device), started_at=self.started_at,
             seconds=sum(r["seconds"] for r in self.records), weights_id=weights_id,
             cache_hit=all(self.hits) if self.hits else False, batch_size=batch,
-            precision="bf16" if runner.precision.bf16 else "fp32")
+            precision="bf16" if runner.precision.bf16 else "fp32",
+            loss_history=downsample(_chained(self.histories), HISTORY_POINTS))
         # Loss means over the frames; `seconds` sums the frames' (an interrupted clip's too).
         clip = {"frame_count": self.count, "fps": self.fps, "loss_temporal": mean("loss_temporal"),
                 "flow_cache_hit": self.flow_hit, "selection": self.job.clip.selection(), "frames": self.records}
@@ -357,3 +361,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
 
+
+def _chained(histories: list[tuple[int, dict]]) -> dict[str, list]:
+    """The frames' loss histories end to end, steps counted through the clip, with a `frame`
+    series; a loss a frame lacks (the first frame has no temporal term) is None there.
+    Frames resumed from an interrupted run have none: only this run's are kept."""
+    keys = sorted({k for _, h in histories for k in h if k not in ("step", "frame")})
+    out: dict[str, list] = {"step": [], "frame": [], **{k: [] for k in keys}}
+    for frame, h in histories:
+        n = len(h.get("step") or [])
+        base = len(out["step"])
+        out["step"].extend(range(base + 1, base + n + 1))
+        out["frame"].extend([frame] * n)
+        for k in keys:
+            out[k].extend(h.get(k) or [None] * n)
+    return out if out["step"] else {}

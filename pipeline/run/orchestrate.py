@@ -29,6 +29,9 @@ from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
 from ..manifest.schema import Manifest, load_manifest
 from ..views.progress import RunDisplay
+from .listener import RunListener, final_paths
+from .runlog import RunLog
+from ..views.live import LIVE_EVERY
 from ..executors.base import ExecutorOptions, Slot, StopFlags
 from ..executors.local import LocalExecutor, plan_slots
 from .records import JobRecord, failed_record, write_sidecar
@@ -85,16 +88,6 @@ def shard_jobs(jobs: list[Job], index: int, count: int) -> list[Job]:
     return [j for j in jobs if int(j.job_id, 16) % count == index]
 
 
-def final_paths(output_dir: Path, jobs: list[Job]) -> Iterator[Path]:
-    """The image and sidecar path of each job, inside `output_dir` (others are skipped)."""
-    for job in jobs:
-        for relative in (job.output, job.sidecar):
-            try:
-                yield safe_join(output_dir, relative)
-            except NSTError:
-                continue
-
-
 @dataclass
 class RunOptions:
     devices: str | list[str] | None = None
@@ -113,47 +106,8 @@ class RunOptions:
     precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False                # torch.compile the network in each worker
     memory_limit: int | None = None      # bytes per worker for the memory planner (run/memory.py)
-
-
-class _Listener:
-    """Connects the executor's events to the sidecars, the index and the display."""
-
-    def __init__(self, output_dir: Path, index: ResultsIndex, display: RunDisplay):
-        self.output_dir, self.index, self.display = output_dir, index, display
-        self.slot_of: dict[str, int] = {}
-
-    def job_started(self, slot: Slot, job: Job) -> None:
-        self.slot_of[job.job_id] = slot.index
-        self.display.job_started(slot, job)
-
-    def job_progress(self, slot: Slot, job: Job, step: int, total: int, loss: float) -> None:
-        self.display.job_progress(slot, job, step, total, loss)
-
-    def job_recorded(self, job: Job, record: JobRecord) -> None:
-        """The sidecar (the completion marker, after the image), then the index row."""
-        if not record.done:
-            remove_partial_writes(final_paths(self.output_dir, [job]))   # a killed worker's temp files
-        try:
-            write_sidecar(safe_join(self.output_dir, job.sidecar), record)
-        except NSTError as err:
-            self.display.message(f"warning: {err}")
-            if record.done:   # a whole image without its sidecar is unfinished: the next run redoes it
-                record = failed_record(job, err, record.device, record.started_at,
-                                       record.seconds).tried(record.attempts)
-        self.index.upsert(record.as_dict())
-        slot = self.slot_of.pop(job.job_id, None)
-        if record.done:
-            self.display.job_finished(slot, job, record.as_dict())
-        else:
-            self.display.job_failed(slot, job, record.status, record.error or record.status)
-
-    def job_retry(self, job: Job, error: str, attempt: int) -> None:
-        self.slot_of.pop(job.job_id, None)
-        remove_partial_writes(final_paths(self.output_dir, [job]))     # the dead worker's temp files
-        self.display.message(f"retry  {job.job_id[:8]}: {error} (attempt {attempt} failed)")
-
-    def message(self, text: str) -> None:
-        self.display.message(text)
+    live_every: float = LIVE_EVERY       # seconds between rewrites of the live gallery (0: at the end only)
+    save_every: int | None = None        # intermediate images every N evaluations; None: the manifest's
 
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
@@ -252,18 +206,28 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         if not todo:
             return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
                     "warnings": warnings + _index_warning(index)}
-        display = display or RunDisplay(len(todo), slots, live=options.live)
-        listener = _Listener(out, index if not sharded else _NoIndex(), display)
+        display = display or RunDisplay(len(todo), slots, live=options.live, jobs=todo)
+        log = RunLog(out, warn=display.message)
+        log.write("run", f"{len(todo)} job(s) to run of {len(jobs)} ({summary['skipped_done']} done, "
+                  f"{summary['kept_failed']} failed kept) on {', '.join(s.device for s in slots)}"
+                  + (" (one shard)" if sharded else ""))
+        listener = RunListener(out, index if not sharded else _NoIndex(), display, log,
+                               live_every=None if sharded or not options.live_every else options.live_every)
         flags = StopFlags()
         settings = ExecutorOptions(
             retries=manifest.retries if options.retries is None else options.retries,
             timeout=options.timeout if options.timeout is not None else manifest.timeout,
             cache_dir=options.cache_dir, batch_size=options.batch_size, precision=options.precision,
-            compile=options.compile, memory_limit=options.memory_limit or manifest.memory_limit)
+            compile=options.compile, memory_limit=options.memory_limit or manifest.memory_limit,
+            save_every=manifest.save_every if options.save_every is None else options.save_every)
         executor = Executor(slots, out, settings, flags, **where)
         with display, _interrupts(flags, options.now, display):
             counts = executor.run(todo, listener)
     interrupted = flags.stop or flags.abort
+    log.write("summary", f"done {counts.get('done', 0)} · failed {counts.get('failed', 0)}"
+              + (f" · pending {counts['pending']}" if counts.get("pending") else "")
+              + (f" · retired {len(executor.retired_workers)} worker(s)" if executor.retired_workers else "")
+              + (" · interrupted" if interrupted else ""))
     return {**summary, **counts, "interrupted": interrupted, "retired": executor.retired_workers,
             "views": [] if sharded else write_views(manifest, display),
             "warnings": warnings + _index_warning(index)}

@@ -18,6 +18,7 @@ from ..errors import NSTError, OutputError
 from .jobs import Job
 
 STATUSES = ("done", "failed", "timeout")
+HISTORY_POINTS = 300   # loss-history points a sidecar keeps per job (views/plots.downsample)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class JobRecord:
     temporal_error: float | None = None      # clips: flicker measured on the output (docs/video.md)
     clip: Mapping[str, Any] | None = None    # clips: frame count, fps, selection, per-frame records
     memory_plan: Mapping[str, Any] | None = None   # how the memory planner ran it (run/memory.py)
+    # step, stage and every loss per evaluation, at most ~300 points (the gallery's curves)
+    loss_history: Mapping[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -83,12 +86,14 @@ def describe(job: Job) -> dict[str, Any]:
 
 def done_record(job: Job, *, losses: Mapping[str, float], steps: int, width: int, height: int,
                 device: str, started_at: str, seconds: float, weights_id: str, cache_hit: bool,
-                batch_size: int, precision: str, memory_plan: Mapping[str, Any] | None = None) -> JobRecord:
+                batch_size: int, precision: str, memory_plan: Mapping[str, Any] | None = None,
+                loss_history: Mapping[str, Any] | None = None) -> JobRecord:
     return JobRecord(**describe(job), status="done", device=device, started_at=started_at,
                      finished_at=now_iso(), seconds=round(seconds, 3), steps=steps, width=width,
                      height=height, loss_total=losses.get("total"), loss_content=losses.get("content"),
                      loss_style=losses.get("style"), loss_tv=losses.get("tv"), weights_id=weights_id,
-                     cache_hit=cache_hit, batch_size=batch_size, precision=precision, memory_plan=memory_plan)
+                     cache_hit=cache_hit, batch_size=batch_size, precision=precision, memory_plan=memory_plan,
+                     loss_history=loss_history or None)
 
 
 def failed_record(job: Job, error: BaseException | str, device: str, started_at: str, seconds: float,

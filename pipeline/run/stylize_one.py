@@ -14,6 +14,7 @@ from .cache import StyleTargetCache
 from .devices import check_devices
 from ..errors import InputError, OutputError, ParamError
 from ..engine.weights import weights_id
+from ..views.eta import EtaModel, format_eta, job_stages
 from ..imaging import read_image
 from .jobs import make_job
 from ..params import params_from_mapping
@@ -46,7 +47,8 @@ def _is_an_input(output: Path, inputs: list[Path]) -> bool:
 
 def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[str, Any],
                 blend: list[float] | None, device: str, cache_dir: Path | None,
-                use_cache: bool, show_progress: bool, memory_limit: int | None = None) -> dict[str, Any]:
+                use_cache: bool, show_progress: bool, memory_limit: int | None = None,
+                save_every: int = 0) -> dict[str, Any]:
     check_devices(device, "--device")   # before any input is read or network loaded
     values = {**values, "format": _format_for(output)}
     params = params_from_mapping(values)
@@ -63,21 +65,27 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
     runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache),
-                       memory_limit=memory_limit)
+                       memory_limit=memory_limit, save_every=save_every)
     console = Console(stderr=True)
     start = time.perf_counter()
     if not show_progress:
         record = runner.run(job, output, None)
     else:
+        # The same measured ETA as `run` (views/eta.py): pixel-evaluations per second so far.
+        eta = EtaModel()
+        eta.add(job.job_id, job_stages(job))
+        eta.started(0, job.job_id)
         columns = [TextColumn("[bold]stylize"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[rate]:.2f} step/s"),
-                   TimeElapsedColumn()]
+                   TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+                   TimeElapsedColumn(), TextColumn("{task.fields[eta]}")]
         with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task("stylize", total=params.steps, loss=float("nan"), rate=0.0)
+            task = bar.add_task("stylize", total=params.steps, loss="loss –", rate="", eta=format_eta(None))
 
             def on_progress(p) -> None:
-                bar.update(task, completed=p.step, loss=p.losses["total"],
-                           rate=p.step / max(p.elapsed, 1e-9))
+                eta.progress(job.job_id, p.step, p.total)
+                bar.update(task, completed=p.step, total=p.total, loss=f"loss {p.losses['total']:.4g}",
+                           rate=f"{p.step / max(p.elapsed, 1e-9):.2f} step/s",
+                           eta=format_eta(eta.seconds_left(), time.time()))
 
             record = runner.run(job, output, None, progress=on_progress)
     for note in record.get("memory_plan", {}).get("notes", []):

@@ -34,8 +34,10 @@ from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
 from .heap import bound_heap
 from .grouping import batch_key
 from .jobs import Job, safe_join
-from .records import JobRecord, done_record, error_message, failed_record, now_iso, write_sidecar
+from .records import HISTORY_POINTS, JobRecord, done_record, error_message, failed_record, now_iso, write_sidecar
+from .snapshots import Snapshots
 from .targets import targets_fn
+from ..views.plots import downsample
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
 Event = tuple[str, str, Any]          # (kind, job_id, payload)
@@ -72,8 +74,9 @@ def resolve_device(spec: str) -> torch.device:
 class _Item:
     """One job inside a group: where its image goes and, once prepared, its device inputs."""
 
-    def __init__(self, job: Job, image_path: Path | None):
+    def __init__(self, job: Job, image_path: Path | None, root: Path | None = None):
         self.job, self.image_path = job, image_path
+        self.root = root                 # the output folder (None: `stylize`, no live gallery)
         self.content: torch.Tensor | None = None
         self.init: torch.Tensor | None = None
         self.targets: Any = None
@@ -93,8 +96,9 @@ class JobRunner:
 
     def __init__(self, device: torch.device, cache: StyleTargetCache, batch_size: int | None = None,
                  precision: str = "auto", compile: bool = False, memory_limit: int | None = None,
-                 sharing: int = 1):
+                 sharing: int = 1, save_every: int = 0):
         self.device, self.cache = device, cache
+        self.save_every = save_every     # intermediate images every N evaluations (0: none)
         self.memory_limit, self.sharing = memory_limit, sharing
         self.batch_size, self.compile = batch_size, compile
         self.precision = Precision.for_device(device, precision)
@@ -129,7 +133,7 @@ class JobRunner:
 
         for job in jobs:
             try:   # a bad output path fails its own job, not its batch-mates
-                items.append(_Item(job, safe_join(root, job.output)))
+                items.append(_Item(job, safe_join(root, job.output), root))
             except NSTError as err:
                 tell(("started", job.job_id, None))
                 tell(("record", job.job_id, self._failed(_Item(job, None), err)))
@@ -284,13 +288,22 @@ class JobRunner:
 
         def progress_of(item: _Item) -> Callable[[Progress], None]:
             def progress(p: Progress) -> None:
-                fault_hooks.at_progress(item.job.job_id, p.step, len(chunk))   # test-only
                 emit(("progress", item.job.job_id, p if raw_progress else (p.step, p.total, p.losses["total"])))
+                fault_hooks.at_progress(item.job.job_id, p.step, len(chunk))   # test-only
             return progress
+
+        def snapshots_of(item: _Item) -> Snapshots | None:
+            if item.root is None and not self.save_every:
+                return None
+            root, output = (item.root, item.job.output) if item.root is not None else (
+                item.image_path.parent, item.image_path.name)
+            return Snapshots(root, output, item.job.job_id, len(item.job.params.stage_steps()),
+                             self.save_every, thumbnail=item.root is not None)
 
         specs = [JobInput(item.content, item.targets, _planned_params(item), item.init, progress_of(item),
                           finished=lambda result, item=item: finished(item, result),
-                          tiles=item.plan.tiles, lbfgs_history=item.plan.history or 1) for item in chunk]
+                          tiles=item.plan.tiles, lbfgs_history=item.plan.history or 1,
+                          snapshot=snapshots_of(item)) for item in chunk]
         try:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
         except torch.cuda.OutOfMemoryError:
@@ -314,7 +327,8 @@ class JobRunner:
                            started_at=item.started_at, seconds=time.perf_counter() - item.t0,
                            weights_id=feats.weights_id, cache_hit=all(item.hits) if item.hits else False,
                            batch_size=batch, precision="bf16" if self.precision.bf16 else "fp32",
-                           memory_plan=item.plan.describe() if item.plan else None)
+                           memory_plan=item.plan.describe() if item.plan else None,
+                           loss_history=downsample(result.loss_history, HISTORY_POINTS))
 
     def _failed(self, item: _Item, error: BaseException) -> JobRecord:
         return failed_record(item.job, error, str(self.device), item.started_at, time.perf_counter() - item.t0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,10 +21,13 @@ from urllib.parse import quote
 
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, read_image, to_pil
-from .results import (IMAGE_KEYS, ResultRow, axis_value, cell_reason, inside, load_results, value_label,
+from .results import (IMAGE_KEYS, INDEX_NAME, ResultRow, axis_value, cell_reason, inside, load_results, value_label,
                       value_sort_key, varying_keys)
 from .clips import is_clip_output, strip
 from .sheets import SHEET_STEM
+from .gallery_page import PAGE as _PAGE, SCRIPT as _SCRIPT, STYLE as _STYLE
+from .live import LiveState, live_thumb, stage_images
+from .plots import downsample, loss_curve, scatter
 
 GALLERY_NAME = "index.html"
 THUMBS_DIR = ".thumbs"
@@ -35,20 +39,44 @@ CSP = ("default-src 'none'; img-src 'self' file: data:; media-src 'self' file:; 
        "script-src 'unsafe-inline'")
 
 
-def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB) -> Path:
-    """Write `<output_dir>/index.html` (and any missing or stale thumbnails); returns its path."""
+def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB, live: LiveState | None = None) -> Path:
+    """Write `<output_dir>/index.html` (and any missing or stale thumbnails); returns its path.
+
+    `live`: the run is still going (views/live.py): the page shows its running jobs and the
+    ETA, and reloads itself while `live.active`."""
     root = Path(output_dir)
-    results = load_results(root)
+    results = load_results(root) if (root / INDEX_NAME).is_file() or live is None else []
     thumbs = {r.job_id: ensure_thumb(root, r, thumb) for r in results}
     sheets = sorted(p.name for p in root.glob(f"{SHEET_STEM}*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     reasons = {r.job_id: cell_reason(root, r) for r in results}
-    page = render_html(root.name or str(root), results, thumbs, reasons, sheets)
+    extras = {r.job_id: _extras(root, r) for r in results}
+    page = render_html(root.name or str(root), results, thumbs, reasons, sheets, live=live,
+                       extras=extras, live_thumbs=_live_thumbs(root, live))
     path = root / GALLERY_NAME
     try:
         atomic_write_bytes(path, page.encode("utf-8"))
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     return path
+
+
+def _extras(root: Path, r: ResultRow) -> dict[str, Any]:
+    """What the sidecar holds beyond the index row: the loss history and the stage images."""
+    history: dict[str, Any] = {}
+    sidecar = inside(root, str(Path(r.output).with_suffix(".json"))) if r.output else None
+    if sidecar is not None and sidecar.is_file() and not sidecar.is_symlink():
+        try:
+            history = json.loads(sidecar.read_text(encoding="utf-8")).get("loss_history") or {}
+        except (OSError, ValueError, AttributeError):
+            history = {}
+    return {"history": history if isinstance(history, dict) else {},
+            "stages": stage_images(root, r.output) if r.output else []}
+
+
+def _live_thumbs(root: Path, live: LiveState | None) -> dict[str, str]:
+    if live is None:
+        return {}
+    return {j.job_id: live_thumb(j.job_id) for j in live.running if (root / live_thumb(j.job_id)).is_file()}
 
 
 def ensure_thumb(root: Path, result: ResultRow, size: int = GALLERY_THUMB) -> str | None:
@@ -103,8 +131,11 @@ def _number(value: Any) -> str:
 
 
 def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, str | None],
-                reasons: Mapping[str, str | None], sheets: Sequence[str] = ()) -> str:
+                reasons: Mapping[str, str | None], sheets: Sequence[str] = (), live: LiveState | None = None,
+                extras: Mapping[str, Mapping[str, Any]] | None = None,
+                live_thumbs: Mapping[str, str] | None = None) -> str:
     """The page. Pure: every value from the index is escaped on the way in."""
+    extras = extras or {}
     swept = [k for k in varying_keys(results) if k not in IMAGE_KEYS]
     results = reading_order(results, swept)
     filter_keys = [*IMAGE_KEYS, *swept, "status"]
@@ -121,17 +152,56 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
         selects.append(f'<label>{_e(key)} <select data-key="{_e(key)}"><option value="">all</option>'
                        f'{options}</select></label>')
 
-    cards = [_card(r, thumbs.get(r.job_id), reasons.get(r.job_id), labels[r.job_id], swept) for r in results]
+    cards = [_card(r, thumbs.get(r.job_id), reasons.get(r.job_id), labels[r.job_id], swept,
+                   extras.get(r.job_id, {})) for r in results]
     head = ["job", "status", "content", "style", *swept, *STAT_COLUMNS, "error"]
     header = "".join(f'<th data-col="{_e(h)}">{_e(h)}</th>' for h in head)
     rows = [_table_row(r, labels[r.job_id], swept) for r in results]
     sheet_links = " ".join(f'<a href="{_url(s)}">{_e(s)}</a>' for s in sheets)
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no jobs"
+    plot = _scatter(results, labels, swept)
     return _PAGE.format(
         csp=_e(CSP), title=_e(title), summary=_e(summary), total=len(results), style=_STYLE,
-        filters="\n".join(selects), cards="\n".join(cards), header=header, rows="\n".join(rows),
+        refresh=(f'<meta http-equiv="refresh" content="{max(1, math.ceil(live.every))}">'
+                 if live and live.active else ""),
+        live=_live_section(live, live_thumbs or {}), filters="\n".join(selects), cards="\n".join(cards),
+        header=header, rows="\n".join(rows),
         sheets=f"<p>Contact sheets: {sheet_links}</p>" if sheets else "",
+        scatter=f'<h2>Style against content loss</h2><div id="scatter">{plot}</div>' if plot else "",
         data=_json_for_script({"jobs": labels}), script=_SCRIPT)
+
+
+def _live_section(live: LiveState | None, thumbs: Mapping[str, str]) -> str:
+    if live is None:
+        return ""
+    state = "running" if live.active else "finished"
+    head = (f'<section id="live" data-state="{state}"><p class="live-head"><b>Run {state}</b> · '
+            f'{_e(live.eta) if live.active else ""} · done {live.done} · failed {live.failed} · '
+            f'remaining {live.remaining} of {live.total} · updated {_e(live.updated)}'
+            + (f' · this page reloads every {max(1, math.ceil(live.every))} s' if live.active else "") + "</p>")
+    cards = []
+    for j in live.running:
+        stage, stages = j.stage
+        src = thumbs.get(j.job_id)
+        body = (f'<img src="{_url(src)}?{_e(j.step)}" alt="{_e(j.label)} (latest iterate)">' if src
+                else '<div class="ph">starting</div>')
+        loss = f" · loss {j.loss:.4g}" if j.loss is not None else ""
+        cards.append(f'<figure class="card running" data-running="{_e(j.job_id)}">{body}<figcaption>'
+                     f'{_e(j.label)}<br><small>worker {j.worker} {_e(j.device)} · stage {stage}/{stages} · '
+                     f'step {j.step}/{j.total}{_e(loss)}</small></figcaption></figure>')
+    return head + (f'<div class="grid">{"".join(cards)}</div>' if cards else "") + "</section>"
+
+
+def _scatter(results: Sequence[ResultRow], labels: Mapping[str, Mapping[str, str]], swept: Sequence[str]) -> str:
+    colour_by = swept[0] if swept else ("style" if len({labels[r.job_id]["style"] for r in results}) > 1
+                                        else None)
+    points = [{"x": r.row.get("loss_content"), "y": r.row.get("loss_style"), "href": f"#job-{r.job_id}",
+               "group": labels[r.job_id].get(colour_by, "") if colour_by else "",
+               "label": f"{labels[r.job_id]['content']} × {labels[r.job_id]['style']} "
+                        + " ".join(f"{k}={labels[r.job_id][k]}" for k in swept)}
+              for r in results if r.status == "done" and r.row.get("loss_content") is not None
+              and r.row.get("loss_style") is not None]
+    return scatter(points, colour_by) if len(points) > 1 else ""
 
 
 def reading_order(results: Sequence[ResultRow], swept: Sequence[str]) -> list[ResultRow]:
@@ -160,20 +230,28 @@ def _describe(r: ResultRow) -> str:
 
 
 def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[str, str],
-          swept: Sequence[str]) -> str:
+          swept: Sequence[str], extra: Mapping[str, Any] | None = None) -> str:
+    extra = extra or {}
     caption = f"{labels['content']} × {labels['style']}"
     details = " · ".join([*(f"{k}={labels[k]}" for k in swept), r.status])
     tip = _e(_describe(r))
     if thumb is not None and is_clip_output(r.output):
         # A clip: its mp4, playable in place, above the strip of its frames (views/clips.py).
         body = (f'<video class="clip" controls loop muted preload="metadata" src="{_url(r.output)}" '
-                f'title="{tip}"></video><img class="strip" src="{_url(thumb)}" alt="{_e(caption)} (frames)">')
+                f'title="{tip}"></video><img class="strip" loading="lazy" src="{_url(thumb)}" '
+                f'alt="{_e(caption)} (frames)">')
     elif thumb is not None:
-        body = (f'<a href="{_url(r.output)}" title="{tip}"><img src="{_url(thumb)}" '
+        body = (f'<a href="{_url(r.output)}" title="{tip}"><img loading="lazy" src="{_url(thumb)}" '
                 f'alt="{_e(caption)}"></a>')
     else:
         body = f'<div class="ph" title="{tip}">{_e(reason or "no image")}</div>'
-    return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}">{body}'
+    stages = extra.get("stages") or []
+    if len(stages) > 1:   # the coarse-to-fine stages, left to right
+        body += '<div class="stages">' + "".join(
+            f'<a href="{_url(s)}"><img loading="lazy" src="{_url(s)}" alt="stage {k + 1}"></a>'
+            for k, s in enumerate(stages)) + "</div>"
+    body += loss_curve(downsample(extra.get("history") or {}, 60))
+    return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}" id="job-{_e(r.job_id)}">{body}'
             f'<figcaption>{_e(caption)}<br><small>{_e(details)}</small></figcaption></figure>')
 
 
@@ -193,144 +271,3 @@ def _table_row(r: ResultRow, labels: Mapping[str, str], swept: Sequence[str]) ->
     cells.append((error[0] if error else "", _e(error[0] if error else "")))
     tds = "".join(f'<td data-sort="{_e(sort)}">{text}</td>' for sort, text in cells)
     return f'<tr data-job="{_e(r.job_id)}">{tds}</tr>'
-
-
-_STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
-[hidden] { display: none !important; }
-#filters label { margin-right: 1em; white-space: nowrap; }
-#grid { display: flex; flex-wrap: wrap; gap: 10px; margin: 1em 0; }
-.card { margin: 0; width: 200px; }
-.card img { width: 200px; height: 150px; object-fit: contain; display: block; background: #ddd; }
-.card video.clip { width: 200px; height: 150px; display: block; background: #000; }
-.card img.strip { height: 50px; }
-.card figcaption { font-size: 12px; overflow-wrap: anywhere; }
-.card.failed .ph, .card.timeout .ph { background: #fadede; }
-.ph { width: 200px; height: 150px; background: #eee; font-size: 12px; padding: 4px;
-      box-sizing: border-box; overflow: hidden; overflow-wrap: anywhere; }
-table { border-collapse: collapse; font-size: 12px; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: left; }
-th { cursor: pointer; background: #f4f4f4; user-select: none; }
-th[aria-sort=ascending]::after { content: " \\25B2"; }
-th[aria-sort=descending]::after { content: " \\25BC"; }
-"""
-
-_SCRIPT = r"""
-(function () {
-  "use strict";
-  var data = JSON.parse(document.getElementById("nst-data").textContent);
-  var selects = Array.prototype.slice.call(document.querySelectorAll("select[data-key]"));
-  var table = document.getElementById("jobs");
-
-  function visible() {
-    return document.querySelectorAll("#grid .card:not([hidden])").length;
-  }
-  function apply() {
-    document.querySelectorAll("[data-job]").forEach(function (el) {
-      var labels = data.jobs[el.getAttribute("data-job")] || {};
-      el.hidden = !selects.every(function (s) {
-        return s.value === "" || labels[s.getAttribute("data-key")] === s.value;
-      });
-    });
-    document.getElementById("shown").textContent = visible();
-  }
-  selects.forEach(function (s) { s.addEventListener("change", apply); });
-
-  function sortKey(td) {
-    var v = td.getAttribute("data-sort");
-    var n = Number(v);
-    return v !== "" && isFinite(n) ? [0, n, v] : [v === "" ? 2 : 1, 0, v];
-  }
-  function sortBy(th) {
-    var i = Array.prototype.indexOf.call(th.parentNode.children, th);
-    var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
-    table.querySelectorAll("th").forEach(function (h) { h.removeAttribute("aria-sort"); });
-    th.setAttribute("aria-sort", dir === 1 ? "ascending" : "descending");
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    rows.sort(function (a, b) {
-      var x = sortKey(a.cells[i]), y = sortKey(b.cells[i]);
-      if (x[0] !== y[0]) return x[0] - y[0];   // numbers, then text, then empty cells
-      var c = x[0] === 0 ? x[1] - y[1] : x[2].localeCompare(y[2]);
-      return dir * c;
-    });
-    rows.forEach(function (r) { body.appendChild(r); });
-  }
-  table.querySelectorAll("th").forEach(function (th) { th.addEventListener("click", function () { sortBy(th); }); });
-
-  function selftest() {
-    var out = {
-      images: Array.prototype.map.call(document.images, function (img) {
-        return {src: img.getAttribute("src"), width: img.naturalWidth};
-      }),
-      visible_before: visible(),
-      cards: Array.prototype.map.call(document.querySelectorAll("#grid .card"), function (c) {
-        return c.getAttribute("data-job");
-      }),
-      rows: Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.getAttribute("data-job"); })
-    };
-    var s = selects.filter(function (x) { return x.options.length > 2; })[0];
-    if (s) {
-      s.value = s.options[1].value;
-      s.dispatchEvent(new Event("change"));
-      out.filter = {key: s.getAttribute("data-key"), value: s.value};
-      out.visible_after = visible();
-      s.value = "";
-      s.dispatchEvent(new Event("change"));
-    }
-    table.querySelector('th[data-col="seconds"]').click();
-    out.sorted_by_seconds = Array.prototype.map.call(table.tBodies[0].rows, function (r) {
-      return r.getAttribute("data-job");
-    });
-    out.resources = performance.getEntriesByType("resource").map(function (e) { return e.name; });
-    out.csp_violations = window.nstViolations;
-    out.location = location.href;
-    var pre = document.getElementById("selftest");
-    pre.textContent = JSON.stringify(out);
-    pre.hidden = false;
-  }
-  if (/[?&]selftest=1\b/.test(location.search) || location.hash === "#selftest") {
-    // After load, and a moment later: CSP violation events are delivered asynchronously.
-    var later = function () { setTimeout(selftest, 100); };
-    if (document.readyState === "complete") later(); else window.addEventListener("load", later);
-  }
-})();
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} - nst-batch</title>
-<style>{style}</style>
-<script>
-window.nstViolations = [];   /* first, so no blocked request goes unrecorded */
-document.addEventListener("securitypolicyviolation", function (e) {{ window.nstViolations.push(e.blockedURI); }});
-</script>
-</head>
-<body>
-<h1>{title}</h1>
-<p>{summary}; showing <span id="shown">{total}</span> of {total}.</p>
-{sheets}
-<div id="filters">
-{filters}
-</div>
-<div id="grid">
-{cards}
-</div>
-<h2>Index</h2>
-<p><small>Click a column header to sort.</small></p>
-<table id="jobs">
-<thead><tr>{header}</tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-<pre id="selftest" hidden></pre>
-<script type="application/json" id="nst-data">{data}</script>
-<script>{script}</script>
-</body>
-</html>
-"""

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from ..run.jobs import Job
+from .eta import EtaModel, format_eta, job_stages
 
 if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
     from ..executors.base import Slot
@@ -18,17 +19,26 @@ if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots 
 PLAIN_EVERY = 15.0  # seconds between status lines when stdout is not a terminal
 
 
-def short(job: Job) -> str:
+def describe(job: Job) -> str:
     styles = "+".join(s.path.rsplit("/", 1)[-1] for s in job.styles)
-    return f"{job.job_id[:8]} {job.content.rsplit('/', 1)[-1]} × {styles}"
+    return f"{job.content.rsplit('/', 1)[-1]} × {styles}"
+
+
+def short(job: Job) -> str:
+    return f"{job.job_id[:8]} {describe(job)}"
 
 
 class RunDisplay:
     """Counts done / failed / remaining and shows each worker's job, step and loss."""
 
     def __init__(self, total: int, slots: list[Slot], console: Console | None = None,
-                 live: bool | None = None):
+                 live: bool | None = None, jobs: list[Job] = (), clock=time.monotonic):
         self.console = console or Console()
+        # rich's own estimate looks at the last 30 s only and never has a speed when jobs take
+        # longer: the ETA comes from the run's measured throughput instead (views/eta.py).
+        self.eta = EtaModel(clock)
+        for job in jobs:
+            self.eta.add(job.job_id, job_stages(job))
         self.live_mode = sys.stdout.isatty() if live is None else live
         self.total, self.done, self.failed = total, 0, 0
         self.workers: dict[int, str] = {s.index: "starting" for s in slots}
@@ -38,8 +48,9 @@ class RunDisplay:
         self.bar = Progress(TextColumn("[bold]batch"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("done {task.fields[done]} · failed {task.fields[failed]} · "
                                        "remaining {task.fields[remaining]}"),
-                            TextColumn("ETA"), TimeRemainingColumn(), console=self.console)
-        self.task = self.bar.add_task("batch", total=total, done=0, failed=0, remaining=total)
+                            TextColumn("{task.fields[eta]}"), console=self.console)
+        self.task = self.bar.add_task("batch", total=total, done=0, failed=0, remaining=total,
+                                      eta=format_eta(None))
         self.live = Live(self._render(), console=self.console, refresh_per_second=4) if self.live_mode else None
 
     def __enter__(self) -> "RunDisplay":
@@ -58,44 +69,57 @@ class RunDisplay:
             table.add_row(f"[dim]worker {index} {self.slots[index].device}", text)
         return Group(self.bar, table)
 
+    def eta_text(self) -> str:
+        """`ETA 1h23m (~07:52)`, or `ETA --` until the first progress report is in."""
+        return format_eta(self.eta.seconds_left(), time.time())
+
     def _refresh(self) -> None:
         remaining = self.total - self.done - self.failed
+        eta = self.eta_text()
         self.bar.update(self.task, completed=self.done + self.failed, done=self.done,
-                        failed=self.failed, remaining=remaining)
+                        failed=self.failed, remaining=remaining, eta=eta)
         if self.live:
             self.live.update(self._render())
         elif time.time() - self._last_plain >= PLAIN_EVERY:
             self._last_plain = time.time()
             busy = "; ".join(f"w{i}: {text}" for i, text in self.workers.items() if text != "idle")
             self.console.print(f"[{time.time() - self.started:7.0f}s] done {self.done} · failed "
-                               f"{self.failed} · remaining {remaining} of {self.total}"
+                               f"{self.failed} · remaining {remaining} of {self.total} · {eta}"
                                + (f" | {busy}" if busy else ""), highlight=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
-    # Called by orchestrate's _Listener, not by the executor (whose Listener events differ):
+    # Called by run/listener.py's RunListener, not by the executor (whose Listener events differ):
     # started and progress with the executor's Slot; finished and failed with a slot index,
     # once the sidecar and the index row are written.
     def job_started(self, slot: Slot, job: Job) -> None:
+        self.eta.started(slot.index, job.job_id)
         self.workers[slot.index] = f"{short(job)}  step 0/{job.params.steps}"
         self._refresh()
 
     def job_progress(self, slot: Slot, job: Job, step: int, total: int, loss: float) -> None:
+        self.eta.progress(job.job_id, step, total)
         self.workers[slot.index] = f"{short(job)}  step {step}/{total}  loss {loss:.4g}"
         self._refresh()
 
+    def job_retry(self, job: Job) -> None:
+        self.eta.retry(job.job_id)
+
     def job_finished(self, slot_index: int | None, job: Job, record: dict[str, Any]) -> None:
+        self.eta.finished(job.job_id)
         self.done += 1
         if slot_index is not None:
             self.workers[slot_index] = "idle"
         if not self.live:
-            self.message(f"done   {short(job)}  {record['seconds']:.1f}s  loss {record['loss_total']:.4g}")
+            self.message(f"done   {short(job)}  {record['seconds']:.1f}s  loss {record['loss_total']:.4g}  "
+                         f"{self.eta_text()}")
         self._refresh()
 
     def job_failed(self, slot_index: int | None, job: Job, status: str, error: str) -> None:
+        self.eta.finished(job.job_id)
         self.failed += 1
         if slot_index is not None:
             self.workers[slot_index] = "idle"
-        self.message(f"{status:6} {short(job)}  {error}")
+        self.message(f"{status:6} {short(job)}  {error}" + ("" if self.live else f"  {self.eta_text()}"))
         self._refresh()
