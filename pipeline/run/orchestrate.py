@@ -19,7 +19,8 @@ from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .grouping import content_shape
-from .index import ResultsIndex, open_for_run
+from .index import ResultsIndex
+from .index_repair import open_for_run_repaired
 from .jobs import Job, safe_join
 from .output_lock import LOCK_NAME, BusyError, hold_output  # noqa: F401 - BusyError, LOCK_NAME: re-exported
 from ..engine.weights import weights_id
@@ -209,7 +210,10 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
     # final name, and no live process writes them (the lock, or the job's own shard).
     remove_partial_writes(final_paths(out, todo))
     # Shards never open index.sqlite: they run at once, often on NFS, where SQLite's WAL fails.
-    with _NoIndex() if sharded else open_for_run(out) as index:
+    # A damaged index (a bad page) is moved aside and rebuilt from the sidecars first.
+    opened, repaired = (_NoIndex(), None) if sharded else open_for_run_repaired(out)
+    warnings += [repaired] if repaired else []
+    with opened as index:
         if not sharded:
             # The sidecars are the truth: bring rows for finished work into the index (a killed
             # parent may have written the sidecar but not the row).
