@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Iterator
 from ..errors import NSTError, OutputError
 
 LOCK_NAME = ".nst-batch.lock"
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)   # the filesystem cannot lock at all
+log = logging.getLogger(__name__)
 
 
 class BusyError(NSTError):
@@ -41,9 +44,14 @@ def hold_output(out: Path, *, shared: bool = False) -> Iterator[None]:
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise BusyError(_busy_message(out, shared)) from None
+            if not (shared and err.errno in _NO_LOCKS):
                 raise OutputError(f"cannot lock {path}: {err.strerror or err}") from None
-            raise BusyError(_busy_message(out, shared)) from None
+            # A filesystem without locks (Lustre mounted without flock): shards ran unlocked
+            # before they shared the lock, and must not stop working there.
+            log.warning("cannot lock %s (%s); this shard runs without the lock: do not start a plain "
+                        "run or reindex of the folder until every shard has ended", path, err.strerror or err)
         yield
     finally:
         os.close(fd)   # closing the only descriptor releases the lock

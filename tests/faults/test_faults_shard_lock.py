@@ -6,9 +6,12 @@ line, and works once the other has ended.
 """
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from faultkit import Hold, Run, assert_consistent, done, make_project, one_cpu, run_cli
+from pipeline.errors import OutputError
 from pipeline.run.orchestrate import BusyError, hold_output, prepare, shard_jobs
 
 BUSY = ("error: another nst-batch run is using {out} (lock .nst-batch.lock); wait for it to finish "
@@ -31,6 +34,19 @@ def test_shards_share_the_lock_and_a_plain_run_or_reindex_holds_it_alone(tmp_pat
     with hold_output(tmp_path):                           # released: free again, file and all
         pass
     assert (tmp_path / ".nst-batch.lock").is_file()
+
+
+def test_on_a_filesystem_without_locks_a_shard_warns_and_runs_and_a_plain_run_stops(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")   # Lustre mounted without flock
+
+    monkeypatch.setattr("pipeline.run.output_lock.fcntl.flock", no_locks)
+    with hold_output(tmp_path, shared=True):
+        pass
+    assert "this shard runs without the lock" in caplog.text
+    with pytest.raises(OutputError, match=r"^cannot lock .*\.nst-batch\.lock: Function not implemented$"):
+        with hold_output(tmp_path):
+            pass
 
 
 @pytest.mark.slow
