@@ -37,7 +37,7 @@ def hold_output(out: Path, *, shared: bool = False) -> Iterator[None]:
     Refuses at once (BusyError, one line) instead of waiting or racing the holder."""
     path = out / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock_file(path)
     except OSError as err:   # a full disk or a read-only folder
         raise OutputError(f"cannot create the lock file {path}: {err.strerror or err}") from None
     try:
@@ -55,6 +55,11 @@ def hold_output(out: Path, *, shared: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)   # closing the only descriptor releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    # Never truncated nor deleted: a process that opens it always locks the file others lock.
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
 
 
 def _busy_message(out: Path, shared: bool) -> str:
