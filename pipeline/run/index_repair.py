@@ -2,7 +2,7 @@
 
 A bad page in `index.sqlite` (a disk fault, a copy cut short: "database disk image is
 malformed") must not end a batch. The sidecars are the truth, so `run`, which holds the
-output folder alone, keeps the damaged file as `index.sqlite.damaged-<UTC time>` (its -wal
+output folder alone, keeps the damaged file as `index.sqlite.damaged-<UTC time>` (a non-empty -wal
 beside it) for whoever wants to look, writes a new index from the sidecars and goes on.
 `export` says in one line to run `nst-batch reindex OUTPUT` (the contact sheet and the
 gallery do the same, in views/results.py): a reader never changes the folder.
