@@ -98,13 +98,14 @@ def test_wal_mode_and_schema_version(tmp_path):
     ResultsIndex(tmp_path).close()
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
 def test_version_1_index_gains_temporal_error_in_place(tmp_path):
-    """An index written before clips (schema 1) opens as schema 2 with its rows kept."""
-    v1 = [(n, t) for n, t in __import__("pipeline.run.index", fromlist=["COLUMNS"]).COLUMNS if n != "temporal_error"]
+    """An index written before clips (schema 1) opens as schema 3 with its rows kept."""
+    v1 = [(n, t) for n, t in __import__("pipeline.run.index", fromlist=["COLUMNS"]).COLUMNS
+          if n not in ("temporal_error", "worker")]
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
     conn.executescript(f"CREATE TABLE jobs ({', '.join(f'{n} {t}' for n, t in v1)}); PRAGMA user_version = 1;")
     conn.execute("INSERT INTO jobs (job_id, status, output) VALUES ('0123456789abcdef', 'done', 'a/b.png')")
@@ -116,7 +117,7 @@ def test_version_1_index_gains_temporal_error_in_place(tmp_path):
         index.upsert({**row, "job_id": "fedcba9876543210", "temporal_error": 0.25})
         assert index.get("fedcba9876543210")["temporal_error"] == 0.25
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -275,7 +276,7 @@ def test_unreadable_or_foreign_index_says_reindex(tmp_path):
     conn.close()
     with pytest.raises(OutputError) as err:
         ResultsIndex(tmp_path)
-    assert str(err.value) == (f"{tmp_path / INDEX_NAME} has index schema version 7, this nst-batch uses 2; "
+    assert str(err.value) == (f"{tmp_path / INDEX_NAME} has index schema version 7, this nst-batch uses 3; "
                               f"run nst-batch reindex {tmp_path} to rebuild it from the job sidecars")
 
 

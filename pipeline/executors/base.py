@@ -133,6 +133,8 @@ class Executor(DeviceHealth, ABC):
     # True where a dead worker's last events can be lost (Ray fetches an actor's events in
     # batches): a worker that was given a group and died may have started it unheard.
     events_lost_on_death = False
+    # True where a slot's device is the physical one (local workers see theirs as cuda:0): records say it.
+    slot_device_is_physical = True
 
     def __init__(self, slots: list[Slot], output_dir: Path, options: ExecutorOptions = ExecutorOptions(),
                  flags: StopFlags | None = None, clock: Callable[[], float] = time.monotonic):
@@ -291,7 +293,8 @@ class Executor(DeviceHealth, ABC):
 
     def _record(self, w: _Worker, job: Job, record: JobRecord) -> None:
         self.counts["done" if record.done else "failed"] += 1
-        self.listener.job_recorded(job, record.tried(self.attempts.get(job.job_id, 1), w.slot.index))
+        device = w.slot.device if self.slot_device_is_physical else None
+        self.listener.job_recorded(job, record.tried(self.attempts.get(job.job_id, 1), w.slot.index, device))
         if record.done:
             self.succeeded(w)
 

@@ -173,6 +173,7 @@ class _Actor:
 
 class RayExecutor(Executor):
     events_lost_on_death = True     # the driver fetches each actor's events in batches (poll)
+    slot_device_is_physical = False  # Ray picks each actor's GPU: records keep the actor's own name
 
     def __init__(self, *args: Any, address: str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -24,7 +24,7 @@ from ..errors import OutputError
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 2                        # PRAGMA user_version; bump when COLUMNS change
+SCHEMA_VERSION = 3                        # PRAGMA user_version; bump when COLUMNS change
 STATUSES = ("done", "failed", "timeout")
 MISSING_IMAGE = "output image missing"
 
@@ -40,13 +40,14 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("device", "TEXT"), ("weights_id", "TEXT"), ("cache_hit", "INTEGER NOT NULL DEFAULT 0"),
     ("error", "TEXT"), ("started_at", "TEXT"), ("finished_at", "TEXT"),
     ("temporal_error", "REAL"),   # clips only (docs/video.md); version 2 added it, at the end
+    ("worker", "INTEGER"),        # the executor's slot that ran it (see device); version 3 added it
 )
 # Columns added since version 1, in order: an older index gains them in place when opened.
-_ADDED = {2: ("temporal_error", "REAL")}
+_ADDED = {2: ("temporal_error", "REAL"), 3: ("worker", "INTEGER")}
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
 JSON_COLUMNS = ("styles", "params")
 _REAL = tuple(n for n, t in COLUMNS if t.startswith("REAL"))
-_INT = ("steps", "width", "height", "attempts")
+_INT = ("steps", "width", "height", "attempts", "worker")
 _TEXT = ("content", "device", "error", "started_at", "finished_at", "weights_id")
 _JOB_ID = re.compile(r"[0-9a-f]{16}")
 _SQL_INSERT = (f"INSERT OR REPLACE INTO jobs ({', '.join(COLUMN_NAMES)}) "

@@ -2,7 +2,7 @@
 
 Resume is the default: a job whose image and `done` sidecar both exist is skipped. Workers
 write images; the parent alone writes sidecars (each after its image: the completion marker)
-and the index. A lock file keeps two runs out of one output folder.
+and the index. A lock file keeps two runs out of one output folder (shards share it: output_lock.py).
 """
 from __future__ import annotations
 
@@ -10,12 +10,9 @@ import json
 import os
 import signal
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
-
-from filelock import FileLock, Timeout
 
 from . import memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
@@ -23,8 +20,10 @@ from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .devices import check_devices
 from .grouping import content_shape
-from .index import ResultsIndex, open_for_run
+from .index import ResultsIndex
+from .index_repair import open_for_run_repaired
 from .jobs import Job, safe_join
+from .output_lock import LOCK_NAME, BusyError, hold_output  # noqa: F401 - BusyError, LOCK_NAME: re-exported
 from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
 from ..manifest.schema import Manifest, load_manifest
@@ -35,13 +34,6 @@ from ..views.live import LIVE_EVERY
 from ..executors.base import ExecutorOptions, Slot, StopFlags
 from ..executors.local import LocalExecutor, plan_slots
 from .records import JobRecord, failed_record, write_sidecar
-
-LOCK_NAME = ".nst-batch.lock"
-
-
-class BusyError(NSTError):
-    """Another run holds the output folder."""
-
 
 @dataclass
 class JobState:
@@ -129,28 +121,10 @@ def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int
         manifest.output.mkdir(parents=True, exist_ok=True)
     except OSError as err:   # a full disk or a read-only mount: one line, not a traceback
         raise OutputError(f"cannot create the output folder {manifest.output}: {err.strerror or err}") from None
-    if shard is not None:
-        # Shards of one manifest run at the same time by design, on disjoint jobs, index-free.
-        return _run_locked(manifest, jobs, options, display, True)
-    with hold_output(manifest.output):
-        return _run_locked(manifest, jobs, options, display, False)
-
-
-@contextmanager
-def hold_output(out: Path) -> Iterator[None]:
-    """Exclusive use of an output folder: a second run (or a reindex) refuses instead of racing."""
-    lock = FileLock(str(out / LOCK_NAME), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:   # before OSError, which it subclasses
-        raise BusyError(f"another nst-batch run is using {out} (lock {LOCK_NAME}); wait for it to "
-                        "finish or choose another output folder") from None
-    except OSError as err:   # a full disk or a read-only folder
-        raise OutputError(f"cannot create the lock file {out / LOCK_NAME}: {err.strerror or err}") from None
-    try:
-        yield
-    finally:
-        lock.release()
+    # Shards of one manifest run at the same time by design, on disjoint jobs, index-free: they
+    # share the lock, which keeps a plain run (that would redo their jobs) and reindex out.
+    with hold_output(manifest.output, shared=shard is not None):
+        return _run_locked(manifest, jobs, options, display, shard is not None)
 
 
 def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
@@ -194,7 +168,10 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
     # final name, and no live process writes them (the lock, or the job's own shard).
     remove_partial_writes(final_paths(out, todo))
     # Shards never open index.sqlite: they run at once, often on NFS, where SQLite's WAL fails.
-    with _NoIndex() if sharded else open_for_run(out) as index:
+    # A damaged index (a bad page) is moved aside and rebuilt from the sidecars first.
+    opened, repaired = (_NoIndex(), None) if sharded else open_for_run_repaired(out)
+    warnings += [repaired] if repaired else []
+    with opened as index:
         if not sharded:
             # The sidecars are the truth: bring rows for finished work into the index (a killed
             # parent may have written the sidecar but not the row).

@@ -3,8 +3,9 @@
 Records are built here only: `done_record` from a finished optimization, `failed_record`
 from an error (the worker's, or the executor's for a dead worker or a timeout). Workers build
 them with `attempts=0`; the executor, which alone knows how often a job was tried, stamps
-`attempts` and the `worker` slot (`JobRecord.tried`) before anyone writes or shows the record. `as_dict()` is the
-sidecar's JSON object and the index row; `from_dict` reads a sidecar back.
+`attempts`, the `worker` slot and its physical `device` (`JobRecord.tried`) before anyone
+writes or shows the record. `as_dict()` is the sidecar's JSON object and the index row;
+`from_dict` reads a sidecar back.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class JobRecord:
     styles: tuple[tuple[str, float], ...]    # (path, blend weight)
     params: Mapping[str, Any]
     output: str                              # image path relative to the output folder
-    device: str
+    device: str                              # physical: cpu | cuda:N as the parent names it (stamped)
     started_at: str                          # ISO 8601, UTC
     finished_at: str
     seconds: float
@@ -57,8 +58,11 @@ class JobRecord:
     def done(self) -> bool:
         return self.status == "done"
 
-    def tried(self, attempts: int, worker: int | None = None) -> "JobRecord":
-        return replace(self, attempts=attempts, worker=self.worker if worker is None else worker)
+    def tried(self, attempts: int, worker: int | None = None, device: str | None = None) -> "JobRecord":
+        """Stamped by the executor: tries, slot, and the slot's physical device (a worker sees its
+        GPU as cuda:0 through CUDA_VISIBLE_DEVICES); None keeps what the record says."""
+        return replace(self, attempts=attempts, worker=self.worker if worker is None else worker,
+                       device=self.device if device is None else device)
 
     def as_dict(self) -> dict[str, Any]:
         """The sidecar's JSON object, which is also what the index stores."""

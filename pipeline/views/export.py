@@ -4,11 +4,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
 from ..run.index import COLUMN_NAMES, JSON_COLUMNS, ResultsIndex
+from ..run.index_repair import damaged_message
 
 
 def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None) -> str | Path:
@@ -18,8 +20,11 @@ def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None) -> 
     """
     if fmt not in ("csv", "jsonl"):
         raise OutputError(f"unknown export format {fmt!r}; use csv or jsonl")
-    with ResultsIndex(output_dir, create=False) as index:
-        rows = index.rows()
+    try:
+        with ResultsIndex(output_dir, create=False) as index:
+            rows = index.rows()
+    except sqlite3.DatabaseError as err:   # a damaged page: one line naming the fix, no traceback
+        raise OutputError(damaged_message(Path(output_dir), err)) from None
     if fmt == "jsonl":
         text = "".join(json.dumps(row) + "\n" for row in rows)
     else:

@@ -56,7 +56,7 @@ def load_results(output_dir: str | Path) -> list[ResultRow]:
             conn.close()
     except sqlite3.DatabaseError as err:
         raise InputError(f"cannot read the results index {path}: {err} "
-                         "(rebuild it from the sidecars with `nst-batch reindex`)") from None
+                         f"(rebuild it from the sidecars with `nst-batch reindex {root}`)") from None
     results = [_result(path, row) for row in rows]
     return sorted(results, key=lambda r: (r.content, _style_label(r.styles), r.job_id))
 

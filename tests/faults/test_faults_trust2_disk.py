@@ -17,7 +17,6 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 from faultkit import assert_consistent, cli_env, index_rows, make_project, pinned, run_cli, sidecars
 from pipeline.cli import main
@@ -231,7 +230,7 @@ def test_no_room_for_the_output_folder_or_its_lock_is_one_line(tmp_path, monkeyp
         def full_acquire(self, *args, **kwargs):
             raise no_room
 
-        monkeypatch.setattr(FileLock, "acquire", full_acquire)
+        monkeypatch.setattr("pipeline.run.output_lock._open_lock_file", full_acquire)
         expected = f"error: cannot create the lock file {out / '.nst-batch.lock'}: No space left on device\n"
     stdout, stderr = io.StringIO(), io.StringIO()
     with redirect_stdout(stdout), redirect_stderr(stderr), pytest.raises(SystemExit) as stop:
