@@ -249,7 +249,7 @@ def test_weights_file_that_is_not_a_state_dict(tmp_path, name, payload):
         assert message.startswith(f"refusing to load {path}: not a plain tensor state dict (")
 
 
-# torchvision's weights offline, with a wrong hash, or booby-trapped: tests/faults/test_faults_trust2_weights.py
+# torchvision's weights offline, with a wrong hash, or booby-trapped: tests/faults/test_faults_weights.py
 
 
 def test_bad_pooling_and_preprocess():

@@ -7,9 +7,11 @@ curvature test and the history update are tensor ops, so a GPU never waits for t
 
 `BatchLBFGS` follows `torch.optim.LBFGS` with `line_search_fn=None` step for step: the first
 step is `lr · min(1, 1/‖g‖₁) · (−g)`, later steps `lr · (−H g)` with H from the last
-`history` curvature pairs, a pair is kept only when yᵀs > 1e-10, and H₀ = (yᵀs / yᵀy) I from
-the newest kept pair. Where a pair is rejected for one sample, that sample's slot holds a
-neutral (masked) pair instead, so every sample's history stays aligned in one tensor.
+`history` kept curvature pairs, a pair is kept only when yᵀs > 1e-10, and H₀ = (yᵀs / yᵀy) I
+from the newest kept pair. As in torch, a rejected pair is skipped: it takes no place in that
+sample's history and pushes no older pair out. So each sample has its own ring position (its
+count of kept pairs); the two-loop walks the ring positions of the whole batch at once and
+each sample takes part only at its own positions (see `_two_loop`).
 """
 from __future__ import annotations
 
@@ -33,9 +35,11 @@ class BatchLBFGS:
         self.y = torch.zeros_like(self.s)
         self.rho = torch.zeros(history, batch, device=device, dtype=dtype)   # 0 marks an unused slot
         self.h_diag = torch.ones(batch, device=device, dtype=dtype)
+        # Pairs kept so far, per sample: its k-th kept pair lives in ring slot k % history.
+        self.count = torch.zeros(batch, device=device, dtype=torch.long)
+        self.offered = 0        # pairs offered so far (kept or not), the same for every sample
         self.prev_grad: torch.Tensor | None = None
         self.prev_step: torch.Tensor | None = None
-        self.count = 0          # slots written so far (the same for every sample)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
@@ -50,43 +54,71 @@ class BatchLBFGS:
             t = self.lr * torch.clamp(1.0 / torch.linalg.vector_norm(grad, 1, dim=1), max=1.0)
             step = grad * (-t)[:, None]
         else:
-            slot = self.count % self.m
-            y, s = self.y[slot], self.s[slot]
-            torch.sub(grad, self.prev_grad, out=y)
-            s.copy_(self.prev_step)
-            ys = _dot(y, s)
-            keep = ys > _CURVATURE_EPS
-            # A rejected pair becomes a neutral one (zeros, rho 0) so the batch stays aligned.
-            y[~keep] = 0.0
-            s[~keep] = 0.0
-            self.rho[slot] = torch.where(keep, 1.0 / ys.clamp_min(_CURVATURE_EPS), torch.zeros_like(ys))
-            self.h_diag = torch.where(keep, ys / _dot(y, y).clamp_min(1e-30), self.h_diag)
-            self.count += 1
-            step = self._two_loop(grad).mul_(-self.lr)
+            step = torch.sub(grad, self.prev_grad)       # y for now; the new step at the end
+            self._remember(grad, step)
+            step.copy_(grad)
+            step = self._two_loop(step).mul_(-self.lr)
         x.add_(step)
         self.prev_grad, self.prev_step = grad, step
 
-    def _two_loop(self, grad: torch.Tensor) -> torch.Tensor:
-        """H·grad by the two-loop recursion, newest pair first; masked slots contribute nothing.
-        One new (B, N) tensor: the updates are fused multiply-adds in place."""
-        n = min(self.count, self.m)
-        order = [(self.count - 1 - i) % self.m for i in range(n)]   # newest -> oldest
-        q = grad.clone()
+    def _remember(self, grad: torch.Tensor, buf: torch.Tensor) -> None:
+        """Store the pair (s, y) = (previous step, grad − previous grad) in each sample's next
+        ring slot where yᵀs > 1e-10; elsewhere leave that sample's history as it is.
+
+        `buf` holds y on entry and is scratch after. The slot differs per sample, so the
+        write goes through row indices of the (history · B, N) views, and a rejected sample's
+        row is written back unchanged (its slot may hold its oldest kept pair)."""
+        batch, numel = buf.shape
+        ys, yy = _dot(buf, self.prev_step), _dot(buf, buf)
+        keep = ys > _CURVATURE_EPS
+        rows = (self.count % self.m) * batch + torch.arange(batch, device=buf.device)
+        s_rows, y_rows = self.s.view(-1, numel), self.y.view(-1, numel)
+        torch.index_select(s_rows, 0, rows, out=buf)
+        torch.where(keep[:, None], self.prev_step, buf, out=buf)
+        s_rows.index_copy_(0, rows, buf)
+        y = torch.sub(grad, self.prev_grad, out=self.prev_step)   # the step is stored: reuse it
+        torch.index_select(y_rows, 0, rows, out=buf)
+        torch.where(keep[:, None], y, buf, out=buf)
+        y_rows.index_copy_(0, rows, buf)
+        rho = self.rho.view(-1)
+        rho.index_copy_(0, rows, torch.where(keep, 1.0 / ys.clamp_min(_CURVATURE_EPS), rho[rows]))
+        self.h_diag = torch.where(keep, ys / yy.clamp_min(1e-30), self.h_diag)
+        self.count += keep
+        self.offered += 1
+
+    def _two_loop(self, q: torch.Tensor) -> torch.Tensor:
+        """H·q by the two-loop recursion, newest pair first, in place in q.
+
+        Position p is ring slot (offered − 1 − p) % history for the whole batch. A sample
+        that rejected r pairs has its newest pair r % history positions later, so it takes
+        part at positions r % history … r % history + its pair count − 1 and has rho 0 at the
+        others (they contribute nothing). Without a rejection that is positions 0 … history − 1;
+        the walk covers up to 2 · history − 1 positions because the host does not know r (it
+        never waits for the device). The updates are fused multiply-adds in place."""
+        m = self.m
+        offset = (self.offered - self.count) % m               # (B,) where each newest pair sits
+        pairs = self.count.clamp(max=m)
+        positions = []
+        for p in range(min(self.offered, 2 * m - 1)):          # newest -> oldest
+            age = p - offset
+            slot = (self.offered - 1 - p) % m
+            rho = torch.where((age >= 0) & (age < pairs), self.rho[slot], 0.0)
+            positions.append((slot, rho))
         alphas = []
-        for i in order:
-            alpha = self.rho[i] * _dot(self.s[i], q)
-            q.addcmul_(self.y[i], alpha[:, None], value=-1.0)
+        for slot, rho in positions:
+            alpha = rho * _dot(self.s[slot], q)
+            q.addcmul_(self.y[slot], alpha[:, None], value=-1.0)
             alphas.append(alpha)
         r = q.mul_(self.h_diag[:, None])
-        for i, alpha in zip(reversed(order), reversed(alphas)):
-            beta = self.rho[i] * _dot(self.y[i], r)
-            r.addcmul_(self.s[i], (alpha - beta)[:, None])
+        for (slot, rho), alpha in zip(reversed(positions), reversed(alphas)):
+            beta = rho * _dot(self.y[slot], r)
+            r.addcmul_(self.s[slot], (alpha - beta)[:, None])
         return r
 
     def keep(self, index: torch.Tensor) -> None:
         """Drop finished samples: keep only rows `index` (a LongTensor) of every state."""
         self.s, self.y = self.s[:, index], self.y[:, index]
-        self.rho, self.h_diag = self.rho[:, index], self.h_diag[index]
+        self.rho, self.h_diag, self.count = self.rho[:, index], self.h_diag[index], self.count[index]
         if self.prev_grad is not None:
             self.prev_grad, self.prev_step = self.prev_grad[index], self.prev_step[index]
 

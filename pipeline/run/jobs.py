@@ -23,7 +23,7 @@ from ..video import Clip, clip_shape
 
 # Bump when a change to the algorithm would make old outputs differ from new ones: job ids
 # hash it, so resume then redoes the old outputs instead of keeping them as if new. GOLDEN is
-# the losses of a fixed tiny job under this version (tests/faults/test_faults_trust2_golden.py
+# the losses of a fixed tiny job under this version (tests/faults/test_faults_golden_outputs.py
 # fails when they move): update both together. 2: tol across multiscale stages, wide styles.
 ALGORITHM_VERSION = "gatys2016-nstbatch-2"
 GOLDEN = {"version": "gatys2016-nstbatch-2", "loss_total": 30.33106, "loss_content": 2.365264, "loss_style": 0.5593159}

@@ -2,7 +2,7 @@
 
 Decided per case (docs/reliability.md): every image a folder or glob finds becomes a job, and
 a bad one fails alone with a one-line error in its row (a broken symlink or a file without
-read permission too, with a warning from `validate`: test_faults_trust2_inputs.py); a file
+read permission too, with a warning from `validate`: test_faults_input_safety.py); a file
 the manifest names itself must exist and be a file.
 """
 from __future__ import annotations
@@ -149,7 +149,7 @@ def validate(manifest: Path) -> tuple[int, str, str]:
 
 def test_folders_named_as_images_are_refused_at_validation_where_one_file_is_expected(tmp_path):
     """A broken symlink or an unreadable file inside a content folder is a warning and its jobs
-    fail alone (test_faults_trust2_inputs.py); a folder where the manifest names one file is
+    fail alone (test_faults_input_safety.py); a folder where the manifest names one file is
     an error."""
     (tmp_path / "photos" / "dir.jpg").mkdir(parents=True)
     make_style(tmp_path / "s.png")

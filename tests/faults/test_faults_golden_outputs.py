@@ -69,7 +69,7 @@ def test_the_golden_job_gives_the_losses_recorded_for_this_algorithm_version(tmp
             f"the algorithm's results changed; {UPDATE}")
 
 
-if __name__ == "__main__":   # print the values to record: python tests/faults/test_faults_trust2_golden.py
+if __name__ == "__main__":   # print the values to record: python tests/faults/test_faults_golden_outputs.py
     import tempfile
 
     with tempfile.TemporaryDirectory() as folder:
