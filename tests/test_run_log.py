@@ -11,6 +11,7 @@ from rich.console import Console
 
 from conftest import make_content, make_style
 from pipeline.executors.base import Slot
+from pipeline.run.grouping import job_stages
 from pipeline.run.orchestrate import RunOptions, prepare, run_manifest
 from pipeline.run.runlog import RunLog
 from pipeline.views.progress import RunDisplay
@@ -72,7 +73,7 @@ def test_plain_lines_show_the_eta_from_the_first_progress_report(tmp_path):
     t = [0.0]
     out = io.StringIO()
     display = RunDisplay(len(jobs), [Slot(0, "cpu")], Console(file=out, width=200), live=False,
-                         jobs=jobs, clock=lambda: t[0])
+                         work={j.job_id: job_stages(j) for j in jobs}, clock=lambda: t[0])
     slot = display.slots[0]
     display.job_started(slot, jobs[0])
     t[0] = 1.0

@@ -28,3 +28,13 @@ def batch_key(job: Job, content_shape: tuple[int, int] | None) -> Hashable:
     kind = "clip" if job.clip is not None else "image"
     return (kind, stages, budgets, p.optimizer, p.learning_rate, p.weights, p.pooling,
             tuple(p.content_layers), tuple(p.style_layers))
+
+
+def job_stages(job: Job) -> tuple[tuple[int, int], ...]:
+    """The ETA's unit of work (views/eta.py): a job's (pixels, evaluations) per coarse-to-fine
+    stage; a clip's, per frame (its frame count arrives with its first progress report). An
+    unreadable content counts at `size`²."""
+    p = job.params
+    shape = content_shape(job) or (p.size, p.size)
+    return tuple((h * w, n) for side, n in zip(p.stage_sizes(shape), p.stage_steps())
+                 for h, w in [scaled_size(*shape, side)])

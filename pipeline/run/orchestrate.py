@@ -19,7 +19,7 @@ from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .devices import check_devices
-from .grouping import content_shape
+from .grouping import content_shape, job_stages
 from .index import ResultsIndex
 from .index_repair import open_for_run_repaired
 from .jobs import Job, safe_join
@@ -183,7 +183,8 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         if not todo:
             return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
                     "warnings": warnings + _index_warning(index)}
-        display = display or RunDisplay(len(todo), slots, live=options.live, jobs=todo)
+        display = display or RunDisplay(len(todo), slots, live=options.live,
+                                        work={j.job_id: job_stages(j) for j in todo})
         log = RunLog(out, warn=display.message)
         log.write("run", f"{len(todo)} job(s) to run of {len(jobs)} ({summary['skipped_done']} done, "
                   f"{summary['kept_failed']} failed kept) on {', '.join(s.device for s in slots)}"

@@ -14,7 +14,8 @@ from .cache import StyleTargetCache
 from .devices import check_devices
 from ..errors import InputError, OutputError, ParamError
 from ..engine.weights import weights_id
-from ..views.eta import EtaModel, format_eta, job_stages
+from ..views.eta import EtaModel, format_eta
+from .grouping import job_stages
 from ..imaging import read_image
 from .jobs import make_job
 from ..params import params_from_mapping

@@ -25,24 +25,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
-
-if TYPE_CHECKING:
-    from ..run.jobs import Job
+from typing import Callable, Sequence
 
 Stages = Sequence[tuple[int, int]]       # (pixels of the stage's image, evaluations) per stage
-
-
-def job_stages(job: "Job") -> Stages:
-    """A job's (pixels, evaluations) per coarse-to-fine stage; a clip's, per frame (its frame
-    count arrives with its first progress report). An unreadable content counts at `size`²."""
-    from ..engine.layers import scaled_size
-    from ..run.grouping import content_shape
-
-    p = job.params
-    shape = content_shape(job) or (p.size, p.size)
-    return tuple((h * w, n) for side, n in zip(p.stage_sizes(shape), p.stage_steps())
-                 for h, w in [scaled_size(*shape, side)])
 
 
 def remaining_work(stages: Stages, step: int) -> float:

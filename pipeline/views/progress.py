@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from ..run.jobs import Job
-from .eta import EtaModel, format_eta, job_stages
+from .eta import EtaModel, Stages, format_eta
 
 if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
     from ..executors.base import Slot
@@ -32,13 +32,13 @@ class RunDisplay:
     """Counts done / failed / remaining and shows each worker's job, step and loss."""
 
     def __init__(self, total: int, slots: list[Slot], console: Console | None = None,
-                 live: bool | None = None, jobs: list[Job] = (), clock=time.monotonic):
+                 live: bool | None = None, work: Mapping[str, Stages] | None = None, clock=time.monotonic):
         self.console = console or Console()
         # rich's own estimate looks at the last 30 s only and never has a speed when jobs take
         # longer: the ETA comes from the run's measured throughput instead (views/eta.py).
         self.eta = EtaModel(clock)
-        for job in jobs:
-            self.eta.add(job.job_id, job_stages(job))
+        for job_id, stages in (work or {}).items():   # job_id -> (pixels, evaluations) per stage
+            self.eta.add(job_id, stages)
         self.live_mode = sys.stdout.isatty() if live is None else live
         self.total, self.done, self.failed = total, 0, 0
         self.workers: dict[int, str] = {s.index: "starting" for s in slots}
