@@ -49,6 +49,7 @@ class CalibrationKey:
     batch: int
     weights: str       # weights id (engine/weights.py)
     precision: str     # fp32 | bf16
+    threads: int = 0   # CPU: torch threads of one worker (the CPUs shared among the workers)
 
     def filename(self) -> str:
         import hashlib
@@ -123,14 +124,14 @@ def torch_version() -> str:
         return "none"
 
 
-def key_for_run(device: str, jobs: Sequence["Job"]) -> CalibrationKey:
+def key_for_run(device: str, jobs: Sequence["Job"], threads: int = 0) -> CalibrationKey:
     from ..engine.weights import weights_id
 
     biggest = largest_job(jobs)
     h, w = _final_shape(biggest)
     return CalibrationKey(device, device_name(device), torch_version(), h, w,
                           batch_for(device, jobs, biggest), weights_id(biggest.params.weights),
-                          "bf16" if device == "cuda" else "fp32")
+                          "bf16" if device == "cuda" else "fp32", threads if device == "cpu" else 0)
 
 
 def read_cached(root: Path, key: CalibrationKey) -> Calibration | None:
@@ -176,6 +177,8 @@ def measure(key: CalibrationKey, biggest: "Job", device: str) -> float:
     from .worker import resolve_device
 
     dev = resolve_device(device if device != "cuda" else "cuda:0")
+    if key.threads:
+        torch.set_num_threads(key.threads)   # as a worker of the run would (executors/local.py)
     precision = Precision.for_device(dev, key.precision)
     params = replace(biggest.params, steps=WARMUP + TIMED, multiscale=1, tol=0.0, size=max(key.height, key.width))
     feats = VGGFeatures(weights=params.weights, pooling=params.pooling).to(dev)
@@ -197,15 +200,15 @@ def measure(key: CalibrationKey, biggest: "Job", device: str) -> float:
     return TIMED * key.batch * key.height * key.width / max(seconds, 1e-9)
 
 
-def calibration_for(device: str, jobs: Sequence["Job"], root: Path, calibrate: bool,
-                    measure_fn: Callable[[CalibrationKey, "Job", str], float] = measure,
+def calibration_for(device: str, jobs: Sequence["Job"], root: Path, calibrate: bool, threads: int = 0,
+                    measure_fn: Callable[[CalibrationKey, "Job", str], float] | None = None,
                     clock: Callable[[], float] = time.time) -> Calibration | None:
     """The cached figure; when there is none and `calibrate`, a fresh measurement (then cached)."""
-    key = key_for_run(device, jobs)
+    key = key_for_run(device, jobs, threads)
     cached = read_cached(root, key)
     if cached is not None or not calibrate:
         return cached
-    calibration = Calibration(key, float(measure_fn(key, largest_job(jobs), device)), TIMED, clock())
+    calibration = Calibration(key, float((measure_fn or measure)(key, largest_job(jobs), device)), TIMED, clock())
     if not (math.isfinite(calibration.throughput) and calibration.throughput > 0):
         return None
     write_cached(root, calibration)

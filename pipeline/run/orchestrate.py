@@ -355,7 +355,9 @@ def time_plan(manifest: Manifest, to_run: list[Job], calibrate: bool) -> dict[st
     slots = plan_slots(list(manifest.devices) if isinstance(manifest.devices, tuple) else manifest.devices,
                        manifest.workers_per_device, None, count)
     workers = sum(1 for s in slots if (s.device == "cpu") == (kind == "cpu"))
-    found = calibrate_mod.calibration_for(kind, to_run, calibrate_mod.default_calibration_dir(), calibrate)
+    threads = next((s.threads for s in slots if s.device == "cpu"), 0)
+    found = calibrate_mod.calibration_for(kind, to_run, calibrate_mod.default_calibration_dir(), calibrate,
+                                          threads)
     if found is None:
         return {"seconds": None, "workers": workers, "device": kind}
     return calibrate_mod.estimate(to_run, found, workers)
