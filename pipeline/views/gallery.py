@@ -251,7 +251,9 @@ def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[s
         body += '<div class="stages">' + "".join(
             f'<a href="{_url(s)}"><img loading="lazy" src="{_url(s)}" alt="stage {k + 1}"></a>'
             for k, s in enumerate(stages)) + "</div>"
-    body += loss_curve(downsample(extra.get("history") or {}, 60))
+    # 40 points in whole viewBox units: a curve 200 px wide loses nothing visible, and 2,000
+    # cards stay a few MB (docs/running.md, "The live page at 2,000 jobs").
+    body += loss_curve(downsample(extra.get("history") or {}, 40))
     # Beyond the first page: hidden from the first layout on, before the script pages them.
     return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}" id="job-{_e(r.job_id)}"'
             f'{" hidden" if hidden else ""}>{body}'
