@@ -148,12 +148,13 @@ def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file."
 
 @app.command()
 def plan(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
-         cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder.")] = None) -> None:
-    """Show what a run would do: jobs by size and status, cached style targets."""
+         cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder.")] = None,
+         calibrate: Annotated[bool, typer.Option("--calibrate/--no-calibrate", help="Time a few evaluations of the largest batch on the run's device when no figure is cached, for the estimated run time (loads torch and VGG: seconds to a minute) [default: --no-calibrate: show the cached figure only].")] = False) -> None:
+    """Show what a run would do: jobs by size and status, cached style targets, memory, time."""
     from .run.orchestrate import plan_manifest
     from .views.report import print_plan
 
-    print_plan(plan_manifest(manifest, cache_dir))
+    print_plan(plan_manifest(manifest, cache_dir, calibrate=calibrate))
 
 
 @app.command()

@@ -171,3 +171,20 @@ def test_a_sweep_reads_in_order_in_the_browser(tmp_path, browser):
     run, expected = sweep_run(tmp_path)
     report = selftest(browser, write_gallery(run.root), tmp_path)
     assert report["cards"] == expected and report["rows"] == expected
+
+
+def test_cards_come_in_pages_and_a_filter_selects_across_them(tmp_path, browser, monkeypatch):
+    """Pages of PAGE_SIZE cards (3 here, 200 in use): the first page shows 3 of 8; a filter
+    matches 4 cards on pages 1 and 2, and the pager then pages those 4 (3 + 1)."""
+    import pipeline.views.gallery as gallery
+
+    monkeypatch.setattr(gallery, "PAGE_SIZE", 3)
+    run = sample_run(tmp_path)
+    page = write_gallery(run.root)
+    assert len(re.findall(r'<figure [^>]*" hidden>', page.read_text())) == 5   # from the first layout on
+    report = selftest(browser, page, tmp_path)
+    assert report["pages"] == 3 and report["on_page"] == 3 and report["visible_before"] == 8
+    chelsea = [j for j in report["cards"] if j in {r["job_id"] for r in run.records if "chelsea" in r["content"]}]
+    assert report["filter"] == {"key": "content", "value": "chelsea"}
+    assert report["visible_after"] == 4 and report["pages_after"] == 2
+    assert report["last_page_cards"] == chelsea[3:]

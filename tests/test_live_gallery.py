@@ -37,6 +37,21 @@ def test_rewrites_are_rate_limited_and_the_last_page_is_still(tmp_path):
     assert pages[-1].active is False and pages[-1].running == () and pages[-1].done == 1
 
 
+def test_a_slow_page_is_written_less_often(tmp_path):
+    clock, pages = Clock(), []
+
+    def slow(root, live):
+        pages.append(clock.t)
+        clock.t += 8                           # 8 s to write: 2,000 jobs on a busy machine
+
+    live = LiveGallery(tmp_path, 3, lambda: "ETA --", print, clock, write=slow, every=10)
+    for t in range(0, 100):
+        clock.t = max(clock.t, float(t))
+        live.update()
+    gaps = [b - a for a, b in zip(pages, pages[1:])]
+    assert gaps and min(gaps) >= 24            # 3 × its cost apart, not every 10 s
+
+
 def test_a_failing_write_warns_once_per_reason_and_never_raises(tmp_path):
     clock, warnings = Clock(), []
 

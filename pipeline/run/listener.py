@@ -11,6 +11,7 @@ from .index import ResultsIndex
 from .jobs import Job, safe_join
 from .records import JobRecord, failed_record, write_sidecar
 from .runlog import RunLog
+from ..views.gallery import write_gallery
 from ..views.live import LIVE_EVERY, LiveGallery, live_thumb
 from ..executors.base import Slot
 
@@ -34,7 +35,8 @@ class RunListener:
         self.slot_of: dict[str, int] = {}
         self.device_of: dict[str, str] = {}
         # Shards write no index, so no page either: `reindex` and `gallery` make it afterwards.
-        self.live = (LiveGallery(output_dir, display.total, display.eta_text, self.message, every=live_every)
+        self.live = (LiveGallery(output_dir, display.total, display.eta_text, self.message, write=write_gallery,
+                                 every=live_every)
                      if live_every else None)
 
     def job_started(self, slot: Slot, job: Job) -> None:

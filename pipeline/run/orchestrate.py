@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import memory
+from . import calibrate as calibrate_mod, memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
@@ -282,8 +282,9 @@ def _cuda_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[str, Any]:
-    """What a run would do: jobs by size and status, and which style targets are cached."""
+def plan_manifest(manifest_path: Path, cache_dir: Path | None = None, calibrate: bool = False) -> dict[str, Any]:
+    """What a run would do: jobs by size and status, which style targets are cached, and the
+    estimated run time (from a cached calibration; `calibrate`: measure one when none is)."""
     manifest, jobs = prepare(manifest_path)
     check_devices(manifest.devices, f"{manifest.source}: devices")
     state = classify(jobs, manifest.output)
@@ -305,6 +306,7 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
     budget, memory_rows = memory_plan_rows(manifest, jobs)
     return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
             "memory_budget": budget, "memory": memory_rows,
+            "time": time_plan(manifest, state.pending, calibrate),
             "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),
             "targets_cached": sum(keys.values()), "cache_dir": str(cache.root),
             "to_run": len(state.pending), "failed": len(state.failed), "done": len(state.done)}
@@ -313,13 +315,36 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
 def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, list[dict[str, Any]]]:
     """The memory planner's choice for each job, as a worker on the manifest's first device would
     make it now (its budget: memory_limit, else free memory shared among workers_per_device)."""
+    device = _plan_device(manifest)
+    return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
+                            manifest.workers_per_device, manifest.memory_limit)
+
+
+def _plan_device(manifest: Manifest) -> str:
+    """The device a plan is made for: the manifest's first."""
     devices = manifest.devices
     # `auto` asks torch only where an NVIDIA driver is present: planning a CPU run loads no torch.
     nvidia = os.path.exists("/proc/driver/nvidia/version")
-    device = devices[0] if isinstance(devices, tuple) else (
+    return devices[0] if isinstance(devices, tuple) else (
         "cuda:0" if devices == "auto" and nvidia and _cuda_count() else "cpu")
-    return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
-                            manifest.workers_per_device, manifest.memory_limit)
+
+
+def time_plan(manifest: Manifest, to_run: list[Job], calibrate: bool) -> dict[str, Any] | None:
+    """The estimated run time of the jobs to run on the plan's device kind (run/calibrate.py);
+    None when there is nothing to run, or no calibration is cached and `calibrate` is off."""
+    if not to_run:
+        return None
+    kind = "cpu" if _plan_device(manifest) == "cpu" else "cuda"
+    count = _cuda_count if kind == "cuda" else (lambda: 0)
+    slots = plan_slots(list(manifest.devices) if isinstance(manifest.devices, tuple) else manifest.devices,
+                       manifest.workers_per_device, None, count)
+    workers = sum(1 for s in slots if (s.device == "cpu") == (kind == "cpu"))
+    threads = next((s.threads for s in slots if s.device == "cpu"), 0)
+    found = calibrate_mod.calibration_for(kind, to_run, calibrate_mod.default_calibration_dir(), calibrate,
+                                          threads)
+    if found is None:
+        return {"seconds": None, "workers": workers, "device": kind}
+    return calibrate_mod.estimate(to_run, found, workers)
 
 
 def target_keys(job: Job) -> list[TargetKey]:

@@ -31,6 +31,7 @@ from .plots import downsample, loss_curve, scatter
 
 GALLERY_NAME = "index.html"
 THUMBS_DIR = ".thumbs"
+PAGE_SIZE = 200              # cards per page of the gallery (the script pages them)
 GALLERY_THUMB = 256          # long side of the cached thumbnails, pixels
 STAT_COLUMNS = ("loss_total", "loss_content", "loss_style", "loss_tv", "temporal_error", "steps", "seconds",
                 "device", "cache_hit")
@@ -153,7 +154,7 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
                        f'{options}</select></label>')
 
     cards = [_card(r, thumbs.get(r.job_id), reasons.get(r.job_id), labels[r.job_id], swept,
-                   extras.get(r.job_id, {})) for r in results]
+                   extras.get(r.job_id, {}), hidden=n >= PAGE_SIZE) for n, r in enumerate(results)]
     head = ["job", "status", "content", "style", *swept, *STAT_COLUMNS, "error"]
     header = "".join(f'<th data-col="{_e(h)}">{_e(h)}</th>' for h in head)
     rows = [_table_row(r, labels[r.job_id], swept) for r in results]
@@ -168,7 +169,7 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
         header=header, rows="\n".join(rows),
         sheets=f"<p>Contact sheets: {sheet_links}</p>" if sheets else "",
         scatter=f'<h2>Style against content loss</h2><div id="scatter">{plot}</div>' if plot else "",
-        data=_json_for_script({"jobs": labels}), script=_SCRIPT)
+        data=_json_for_script({"jobs": labels}), script=_SCRIPT.replace("PAGE_SIZE_VALUE", str(PAGE_SIZE)))
 
 
 def _live_section(live: LiveState | None, thumbs: Mapping[str, str]) -> str:
@@ -230,7 +231,7 @@ def _describe(r: ResultRow) -> str:
 
 
 def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[str, str],
-          swept: Sequence[str], extra: Mapping[str, Any] | None = None) -> str:
+          swept: Sequence[str], extra: Mapping[str, Any] | None = None, hidden: bool = False) -> str:
     extra = extra or {}
     caption = f"{labels['content']} × {labels['style']}"
     details = " · ".join([*(f"{k}={labels[k]}" for k in swept), r.status])
@@ -250,8 +251,12 @@ def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[s
         body += '<div class="stages">' + "".join(
             f'<a href="{_url(s)}"><img loading="lazy" src="{_url(s)}" alt="stage {k + 1}"></a>'
             for k, s in enumerate(stages)) + "</div>"
-    body += loss_curve(downsample(extra.get("history") or {}, 60))
-    return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}" id="job-{_e(r.job_id)}">{body}'
+    # 40 points in whole viewBox units: a curve 200 px wide loses nothing visible, and 2,000
+    # cards stay a few MB (docs/running.md, "The live page at 2,000 jobs").
+    body += loss_curve(downsample(extra.get("history") or {}, 40))
+    # Beyond the first page: hidden from the first layout on, before the script pages them.
+    return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}" id="job-{_e(r.job_id)}"'
+            f'{" hidden" if hidden else ""}>{body}'
             f'<figcaption>{_e(caption)}<br><small>{_e(details)}</small></figcaption></figure>')
 
 

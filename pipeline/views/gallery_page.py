@@ -34,19 +34,45 @@ SCRIPT = r"""
   var selects = Array.prototype.slice.call(document.querySelectorAll("select[data-key]"));
   var table = document.getElementById("jobs");
 
+  // Cards come in pages of PAGE_SIZE (the rest hidden: a 2,000-job page lays out and loads
+  // only one page's images); filters select across all pages, then the pager pages the matches.
+  var PAGE_SIZE = PAGE_SIZE_VALUE, page = 0, matched = 0;
+  var pager = document.getElementById("pager");
   function visible() {
-    return document.querySelectorAll("#grid .card:not([hidden])").length;
+    return matched;
   }
   function apply() {
+    var cards = [];
     document.querySelectorAll("[data-job]").forEach(function (el) {
       var labels = data.jobs[el.getAttribute("data-job")] || {};
-      el.hidden = !selects.every(function (s) {
+      var ok = selects.every(function (s) {
         return s.value === "" || labels[s.getAttribute("data-key")] === s.value;
       });
+      if (el.tagName === "FIGURE") { if (ok) cards.push(el); el.hidden = true; } else el.hidden = !ok;
     });
-    document.getElementById("shown").textContent = visible();
+    var pages = Math.max(1, Math.ceil(cards.length / PAGE_SIZE));
+    if (page >= pages) page = pages - 1;
+    cards.forEach(function (el, i) { el.hidden = Math.floor(i / PAGE_SIZE) !== page; });
+    matched = cards.length;
+    pager.textContent = "";
+    if (pages > 1) {
+      for (var k = 0; k < pages; k++) {
+        var b = document.createElement("button");
+        b.type = "button";
+        b.textContent = String(k + 1);
+        b.setAttribute("data-page", String(k));
+        if (k === page) b.setAttribute("aria-current", "page");
+        b.addEventListener("click", function (e) {
+          page = Number(e.target.getAttribute("data-page"));
+          apply();
+        });
+        pager.appendChild(b);
+      }
+    }
+    document.getElementById("shown").textContent = matched;
   }
-  selects.forEach(function (s) { s.addEventListener("change", apply); });
+  apply();
+  selects.forEach(function (s) { s.addEventListener("change", function () { page = 0; apply(); }); });
 
   function sortKey(td) {
     var v = td.getAttribute("data-sort");
@@ -81,12 +107,19 @@ SCRIPT = r"""
       }),
       rows: Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.getAttribute("data-job"); })
     };
+    out.pages = pager.querySelectorAll("button").length;
+    out.on_page = document.querySelectorAll("#grid .card:not([hidden])").length;
     var s = selects.filter(function (x) { return x.options.length > 2; })[0];
     if (s) {
       s.value = s.options[1].value;
       s.dispatchEvent(new Event("change"));
       out.filter = {key: s.getAttribute("data-key"), value: s.value};
       out.visible_after = visible();
+      out.pages_after = pager.querySelectorAll("button").length;
+      var last = pager.querySelector("button:last-child");
+      if (last) last.click();
+      out.last_page_cards = Array.prototype.map.call(document.querySelectorAll("#grid .card:not([hidden])"),
+                                                     function (c) { return c.getAttribute("data-job"); });
       s.value = "";
       s.dispatchEvent(new Event("change"));
     }
@@ -134,6 +167,7 @@ document.addEventListener("securitypolicyviolation", function (e) {{ window.nstV
 <div id="grid">
 {cards}
 </div>
+<div id="pager"></div>
 {scatter}
 <h2>Index</h2>
 <p><small>Click a column header to sort.</small></p>

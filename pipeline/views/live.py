@@ -86,15 +86,14 @@ class LiveState:
 class LiveGallery:
     def __init__(self, output_dir: Path, total: int, eta: Callable[[], str],
                  warn: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
-                 write: Callable[..., object] | None = None, every: float = LIVE_EVERY):
-        from .gallery import write_gallery
-
+                 write: Callable[..., object], every: float = LIVE_EVERY):
         self.root, self.total, self.eta, self.warn, self.clock = Path(output_dir), total, eta, warn, clock
         self.every = every
-        self.write_page = write or write_gallery
+        self.write_page = write          # views/gallery.write_gallery (passed in: gallery imports this module)
         self.running: dict[str, RunningJob] = {}
         self.done = self.failed = 0
         self.last = float("-inf")
+        self.cost = 0.0                  # seconds the last write took
         self.reasons: set[str] = set()
 
     def started(self, job_id: str, label: str, worker: int, device: str, stages: Sequence[int]) -> None:
@@ -123,10 +122,13 @@ class LiveGallery:
 
     def update(self, force: bool = False) -> None:
         now = self.clock()
-        if not force and now - self.last < self.every:
+        # A page of thousands of jobs takes seconds to write on a busy machine, and the run's
+        # events wait meanwhile: never spend more than a quarter of the time writing it.
+        if not force and now - self.last < max(self.every, 3 * self.cost):
             return
         self.last = now
         self._write(self.state(active=True))
+        self.cost = self.clock() - now
 
     def close(self) -> None:
         """The run ended: the final page, which no longer reloads."""

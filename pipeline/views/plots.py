@@ -47,7 +47,7 @@ def loss_curve(history: Mapping[str, Any], width: int = 220, height: int = 90) -
             parts.append(f'<line x1="{x(steps[i]):.1f}" x2="{x(steps[i]):.1f}" y1="0" y2="{height}" '
                          f'stroke="#ccc" stroke-dasharray="2,2"/>')
     for name, pts in points:
-        coords = " ".join(f"{x(s):.1f},{y(v):.1f}" for s, v in pts if v is not None)
+        coords = " ".join(f"{x(s):.0f},{y(v):.0f}" for s, v in pts if v is not None)
         if coords:
             parts.append(f'<polyline fill="none" stroke="{SERIES_COLOURS[name]}" stroke-width="1.2" '
                          f'points="{coords}"><title>{name}</title></polyline>')

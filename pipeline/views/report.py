@@ -1,6 +1,7 @@
 """Human-readable output of `plan`, `status` and the end of `run` (rich tables on stdout)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ def print_plan(plan: dict[str, Any]) -> None:
                   f"--retry-failed reruns them), {plan['to_run']} would run")
     console.print(f"style targets: {plan['targets_cached']} of {plan['targets_total']} cached in "
                   f"{plan['cache_dir']}")
+    if "time" in plan:
+        console.print(time_line(plan["time"]), soft_wrap=True, markup=False, highlight=False)
     if plan.get("memory"):
         budget = plan["memory_budget"]
         table = Table(title="memory plan per job (budget: "
@@ -33,6 +36,24 @@ def print_plan(plan: dict[str, Any]) -> None:
             peak = "-" if row["peak"] is None else f"{row['peak'] / 1e9:.2f} GB"
             table.add_row(row["size"], str(row["jobs"]), row["mode"], row["optimizer"], peak, row["notes"])
         console.print(table)
+
+
+def time_line(row: dict[str, Any] | None) -> str:
+    """`estimated run time 1h23m on 2 cpu workers (calibrated: …)`, or how to get one."""
+    from .eta import format_eta
+
+    if row is None:
+        return "estimated run time: nothing to run"
+    if row["seconds"] is None:
+        return (f"estimated run time: not calibrated for this {row['device']} and size yet "
+                "(plan --calibrate measures a few evaluations, then caches the figure)")
+    took = format_eta(row["seconds"]).removeprefix("ETA ")
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["measured_at"]))
+    plural = "s" if row["workers"] != 1 else ""
+    return (f"estimated run time {took} on {row['workers']} {row['device']} worker{plural} "
+            f"({row['work']:.3g} px-evals; calibrated: {row['evaluations']} evaluations of a "
+            f"{row['side']} px batch of {row['batch']} on {row['device']} ({row['precision']}), "
+            f"{row['throughput']:.3g} px-evals/s; cached {when})")
 
 
 def print_status(manifest_path: Path) -> None:
