@@ -63,7 +63,7 @@ def test_a_failing_write_warns_once_per_reason_and_never_raises(tmp_path):
         clock.t = t * 2
         live.update()
     live.close()
-    assert warnings == ["warning: the live gallery was not updated: [Errno 28] No space left on device"]
+    assert warnings == ["warning: [Errno 28] No space left on device"]
 
 
 def test_the_page_reloads_only_while_live_and_shows_each_running_job():

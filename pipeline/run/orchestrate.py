@@ -206,8 +206,9 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
               + (f" · pending {counts['pending']}" if counts.get("pending") else "")
               + (f" · retired {len(executor.retired_workers)} worker(s)" if executor.retired_workers else "")
               + (" · interrupted" if interrupted else ""))
+    said = listener.live.reported if listener.live else set()
     return {**summary, **counts, "interrupted": interrupted, "retired": executor.retired_workers,
-            "views": [] if sharded else write_views(manifest, display),
+            "views": [] if sharded else write_views(manifest, display, said),
             "warnings": warnings + _index_warning(index)}
 
 
@@ -216,7 +217,7 @@ def _index_warning(index: Any) -> list[str]:
     return [error] if error else []
 
 
-def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[str]:
+def write_views(manifest: Manifest, display: RunDisplay | None = None, said: set[str] = frozenset()) -> list[str]:
     """Regenerate index.html, and the contact sheet when the manifest asks for one.
 
     A problem here (say, a sheet layout that needs --where) is reported, never allowed to
@@ -236,7 +237,8 @@ def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[s
             f"could not write the gallery or contact sheet ({getattr(err, 'strerror', None) or err}"
             + (f": {err.filename}" if getattr(err, "filename", None) else "") + ")")
         message = f"warning: {reason}"
-        display.message(message) if display else print(message)
+        if message not in said:   # the live gallery may have said it already, during the run
+            display.message(message) if display else print(message)
     return written
 
 

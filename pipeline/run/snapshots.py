@@ -67,4 +67,5 @@ class Snapshots:
                     self.kept.pop(0).unlink(missing_ok=True)
         except (NSTError, OSError) as err:
             self.broken = True
-            log.warning("intermediate images of %s stopped: %s", self.folder, err)
+            if self.save_every:   # asked for: say so; a live thumbnail alone is not worth a line
+                log.warning("intermediate images of %s stopped: %s", self.folder, err)

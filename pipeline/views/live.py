@@ -86,7 +86,7 @@ class LiveState:
 class LiveGallery:
     def __init__(self, output_dir: Path, total: int, eta: Callable[[], str],
                  warn: Callable[[str], None], clock: Callable[[], float] = time.monotonic,
-                 write: Callable[..., object], every: float = LIVE_EVERY):
+                 *, write: Callable[..., object], every: float = LIVE_EVERY):
         self.root, self.total, self.eta, self.warn, self.clock = Path(output_dir), total, eta, warn, clock
         self.every = every
         self.write_page = write          # views/gallery.write_gallery (passed in: gallery imports this module)
@@ -94,7 +94,7 @@ class LiveGallery:
         self.done = self.failed = 0
         self.last = float("-inf")
         self.cost = 0.0                  # seconds the last write took
-        self.reasons: set[str] = set()
+        self.reported: set[str] = set()  # warnings already given: each once per run
 
     def started(self, job_id: str, label: str, worker: int, device: str, stages: Sequence[int]) -> None:
         self.running[job_id] = RunningJob(job_id, label, worker, device, tuple(stages))
@@ -139,6 +139,7 @@ class LiveGallery:
             self.write_page(self.root, live=state)
         except Exception as err:  # noqa: BLE001 - a page, whatever went wrong, never ends a night's run
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            if reason not in self.reasons:
-                self.reasons.add(reason)
-                self.warn(f"warning: the live gallery was not updated: {reason}")
+            message = f"warning: {reason}"   # as the run's last gallery write would say it
+            if message not in self.reported:
+                self.reported.add(message)
+                self.warn(message)
