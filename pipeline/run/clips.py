@@ -37,6 +37,7 @@ from .flow_cache import FlowCache, flow_key
 from .grouping import batch_key
 from .jobs import Job, clip_sha256
 from .records import JobRecord, done_record, failed_record, now_iso
+from .targets import style_read_hint
 
 if TYPE_CHECKING:   # the worker calls run_clips; importing it back would be a cycle
     from .worker import Emit, JobRunner
@@ -319,7 +320,7 @@ def _targets_fn(runner: JobRunner, job, first_frame: torch.Tensor, hits: list[bo
 
     def style_image(path: str) -> torch.Tensor:
         if path not in loaded:
-            raw = imaging.read_image(path).to(runner.device)
+            raw = imaging.read_image(path, long_side_hint=style_read_hint(p, path)).to(runner.device)
             loaded[path] = pixels.style_variant(raw, first_frame, p.preserve_color)
         return loaded[path]
 
