@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -38,8 +39,11 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
     EXIF orientation is applied; an embedded ICC profile (Display P3, Adobe RGB, a CMYK or grey
     profile) is converted to sRGB, the space VGG was trained in and the one outputs are tagged
     with; transparency is composited on white; palette, grey, CMYK and 16-bit images are
-    converted. `long_side_hint` lets JPEG decode at a reduced scale when the caller will shrink
-    the image anyway (never below the hint).
+    converted. `long_side_hint`: the caller shrinks the image to that long side anyway, so a
+    larger image is decoded reduced (JPEG's DCT scaling to no less than that, then Pillow's
+    whole-factor `reduce` and Lanczos) to `REDUCE_MARGIN` × the hint, and the caller's
+    antialiased resize does the rest: the full-size pixels are never held as floats (a 6000 × 4000 style
+    image is 288 MB of them). See `decoded_long_side` for the size that comes back.
     """
     import torch
 
@@ -63,11 +67,15 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
                 _check_geometry(path, img.size)
                 if long_side_hint and img.format == "JPEG":
                     w, h = img.size
-                    s = long_side_hint / max(w, h)
-                    if s < 1:
-                        img.draft("RGB", (max(1, round(w * s)), max(1, round(h * s))))
+                    s = REDUCE_MARGIN * long_side_hint / max(w, h)
+                    if s < 1:   # draft keeps at least the size asked for
+                        img.draft("RGB", (max(1, math.ceil(w * s)), max(1, math.ceil(h * s))))
                 img.load()
-                rgb = _to_srgb(ImageOps.exif_transpose(img))
+                # Reduced after the EXIF rotation (a reduced copy would lose a TIFF's orientation
+                # tag) and, where Pillow can average the mode, before the colour conversion.
+                upright = _reduced(ImageOps.exif_transpose(img), long_side_hint)
+                rgb = _reduced(_to_srgb(upright), long_side_hint)
+                del upright
     except InputError:
         raise
     except Image.DecompressionBombError:
@@ -83,6 +91,32 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
     # gradients with .view(-1), which fails when the image keeps channels-last strides (a
     # content image already at the output size, or a 1 × 1 image, reaches it unresized).
     return tensor.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
+REDUCE_MARGIN = 3    # decode reduced to 3× the size the caller resamples to (docs/performance.md)
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F")   # modes Image.reduce averages
+
+
+def _reduced(img: Image.Image, long_side_hint: int | None) -> Image.Image:
+    """`img` resampled to a long side of REDUCE_MARGIN × the hint when it is larger (else, or
+    in a mode Pillow cannot average, unchanged): Lanczos, after a box `reduce` by the whole
+    factor that leaves 3× that size (Pillow's `reducing_gap`, at which it finds the result
+    indistinguishable from resampling the whole image)."""
+    target = REDUCE_MARGIN * long_side_hint if long_side_hint else 0
+    if not target or max(img.size) <= target or img.mode not in _REDUCIBLE:
+        return img
+    w, h = img.size
+    s = target / max(w, h)
+    return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def decoded_long_side(long_side: int, long_side_hint: int | None) -> int:
+    """The long side `read_image` returns for an image whose (EXIF-rotated) long side is
+    `long_side`, at most (a mode Pillow cannot resample keeps a JPEG draft's size, below twice
+    this; 16-bit and palette images are rare as large inputs)."""
+    if not long_side_hint:
+        return long_side
+    return min(long_side, REDUCE_MARGIN * long_side_hint + 1)
 
 
 def image_shape(path: str | Path) -> tuple[int, int] | None:

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -113,18 +113,34 @@ def clip_shape(clip: Clip) -> tuple[int, int] | None:
 def read_frames(clip: Clip, long_side: int) -> tuple[list[np.ndarray], float]:
     """The selected frames as (H, W, 3) uint8 arrays, shrunk to `long_side` if larger, and the
     playback rate of the result (frames per second). InputError on anything unreadable."""
+    frames, fps = iter_frames(clip, long_side)
+    return list(frames), fps
+
+
+def iter_frames(clip: Clip, long_side: int) -> tuple[Iterator[np.ndarray], float]:
+    """`read_frames` one frame at a time (a clip is never decoded into memory whole): the
+    frames' iterator raises InputError on an unreadable frame, mixed sizes, or fewer than 2."""
     if clip.kind == "frames":
         frames, fps = _folder_frames(clip), clip.fps or DEFAULT_FPS
     else:
-        frames, fps = _video_frames(clip)
-    if len(frames) < 2:
-        raise InputError(f"clip {clip.path} has {len(frames)} frame(s) after selection "
+        frames = _video_frames(clip)
+        fps = next(frames)
+    return _checked(clip, frames, long_side), fps
+
+
+def _checked(clip: Clip, frames: Iterator[np.ndarray], long_side: int) -> Iterator[np.ndarray]:
+    count, first = 0, None
+    for frame in frames:
+        if first is None:
+            first = frame.shape
+        elif frame.shape != first:
+            raise InputError(f"clip {clip.path} mixes frame sizes ({', '.join(f'{w}×{h}' for h, w, _ in sorted({first, frame.shape}))}); "
+                             "resize its frames to one size")
+        count += 1
+        yield _shrink(frame, long_side)
+    if count < 2:
+        raise InputError(f"clip {clip.path} has {count} frame(s) after selection "
                          f"({_describe(clip)}); a clip needs at least 2")
-    shapes = {f.shape for f in frames}
-    if len(shapes) > 1:
-        raise InputError(f"clip {clip.path} mixes frame sizes ({', '.join(f'{w}×{h}' for h, w, _ in sorted(shapes))}); "
-                         "resize its frames to one size")
-    return [_shrink(f, long_side) for f in frames], fps
 
 
 def _describe(clip: Clip) -> str:
@@ -136,32 +152,33 @@ def _describe(clip: Clip) -> str:
     return ", ".join(parts)
 
 
-def _folder_frames(clip: Clip) -> list[np.ndarray]:
+def _folder_frames(clip: Clip) -> Iterator[np.ndarray]:
     from PIL import Image
 
     files = frame_files(clip.path)
-    out = []
     for index in select(len(files), clip)[:MAX_CLIP_FRAMES]:
         try:
             with Image.open(files[index]) as img:
-                out.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+                frame = np.asarray(img.convert("RGB"), dtype=np.uint8)
         except (OSError, SyntaxError, ValueError) as err:
             raise InputError(f"unreadable frame {files[index]} ({err})") from None
-    return out
+        yield frame
 
 
-def _video_frames(clip: Clip) -> tuple[list[np.ndarray], float]:
+def _video_frames(clip: Clip) -> Iterator[Any]:
+    """Yields the playback rate of the selection first, then its frames."""
     try:
         import av
     except ImportError:
         raise InputError(INSTALL_HINT) from None
-    frames: list[np.ndarray] = []
+    kept = 0
     try:
         with av.open(clip.path) as container:
             if not container.streams.video:
                 raise InputError(f"{clip.path} holds no video stream")
             stream = container.streams.video[0]
             rate = float(stream.average_rate or stream.guessed_rate or DEFAULT_FPS)
+            yield rate / clip.frame_step
             index = 0
             for number, frame in enumerate(container.decode(stream)):
                 # frame.time is None for some streams: fall back on the frame count.
@@ -171,8 +188,9 @@ def _video_frames(clip: Clip) -> tuple[list[np.ndarray], float]:
                 if clip.end is not None and t >= clip.end - 1e-6:
                     break
                 if index % clip.frame_step == 0:
-                    frames.append(frame.to_ndarray(format="rgb24"))
-                    if len(frames) >= (clip.max_frames or MAX_CLIP_FRAMES):
+                    yield frame.to_ndarray(format="rgb24")
+                    kept += 1
+                    if kept >= (clip.max_frames or MAX_CLIP_FRAMES):
                         break
                 index += 1
     except InputError:
@@ -180,7 +198,6 @@ def _video_frames(clip: Clip) -> tuple[list[np.ndarray], float]:
     except Exception as err:  # PyAV raises its own FFmpeg error family and OSError subclasses
         raise InputError(f"cannot decode video {clip.path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}; "
                          "is it a video file ffmpeg reads?") from None
-    return frames, rate / clip.frame_step
 
 
 def _shrink(frame: np.ndarray, long_side: int) -> np.ndarray:
@@ -194,13 +211,19 @@ def _shrink(frame: np.ndarray, long_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
-def write_mp4(frames: list[np.ndarray], path: Path, fps: float) -> None:
-    """Encode (H, W, 3) uint8 frames as H.264 mp4 (yuv420p, so browsers play it), atomically.
+def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float) -> None:
+    """Encode (H, W, 3) uint8 frames as H.264 mp4 (yuv420p, so browsers play it), atomically;
+    `frames` may be an iterator (a clip's are read back one at a time).
 
     yuv420p needs even sides: an odd last row or column is repeated."""
+    import itertools
+
     import av
 
-    h, w = frames[0].shape[:2]
+    rest = iter(frames)
+    first = next(rest)
+    frames = itertools.chain([first], rest)
+    h, w = first.shape[:2]
     pad = ((0, h % 2), (0, w % 2), (0, 0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -135,11 +135,12 @@ def test_one_pixel(tmp_path):
     assert t.shape == (1, 3, 1, 1) and _rgb(t, 0, 0) == [0.0, 1.0, 0.0]
 
 
-def test_jpeg_long_side_hint_decodes_smaller_but_not_below_it(tmp_path):
+def test_long_side_hint_decodes_smaller_but_not_below_three_times_it(tmp_path):
     Image.new("RGB", (64, 48), (0, 128, 255)).save(tmp_path / "big.jpg")
     assert read_image(tmp_path / "big.jpg").shape == (1, 3, 48, 64)
-    assert read_image(tmp_path / "big.jpg", long_side_hint=16).shape == (1, 3, 12, 16)
-    assert read_image(tmp_path / "big.jpg", long_side_hint=20).shape == (1, 3, 24, 32)
+    assert read_image(tmp_path / "big.jpg", long_side_hint=8).shape == (1, 3, 18, 24)
+    assert read_image(tmp_path / "big.jpg", long_side_hint=16).shape == (1, 3, 36, 48)
+    assert read_image(tmp_path / "big.jpg", long_side_hint=20).shape == (1, 3, 45, 60)
     assert read_image(tmp_path / "big.jpg", long_side_hint=100).shape == (1, 3, 48, 64)
 
 

@@ -177,27 +177,36 @@ def test_photo_job_ids_ignore_temporal_weight_and_clip_ids_follow_the_selection(
 
 
 def test_flow_cache_recomputes_a_corrupt_entry_and_never_trusts_it(tmp_path):
+    from safetensors.torch import load_file
+
     from pipeline.run.flow_cache import FlowCache, flow_key
 
     frames = sliding(3, 32)
+    forward, backward = flow.clip_flows(frames)
     calls = []
 
-    def compute():
-        calls.append(1)
-        return dict(zip(("forward", "backward"), flow.clip_flows(frames)))
+    def compute(k):
+        calls.append(k)
+        return forward[k:k + 1], backward[k:k + 1]
 
     cache, digest, shape = FlowCache(tmp_path), flow_key("abc", {"kind": "frames"}, (32, 32), 3), (2, 2, 32, 32)
     first, hit = cache.get_or_compute(digest, shape, compute)
-    assert not hit and first["forward"].dtype == torch.float16 and tuple(first["backward"].shape) == shape
+    assert not hit and calls == [0, 1]
+    pair = first.pair(1)
+    assert pair[0].dtype == torch.float16 and tuple(pair[1].shape) == (1, 2, 32, 32)
+    assert torch.equal(pair[1], backward[1:2].half())
+    stored = load_file(str(cache.path_for(digest)))       # a plain safetensors file
+    assert torch.equal(stored["forward"], forward.half()) and torch.equal(stored["backward"], backward.half())
     again, hit = cache.get_or_compute(digest, shape, compute)
-    assert hit and len(calls) == 1 and torch.equal(again["backward"], first["backward"])
+    assert hit and calls == [0, 1] and torch.equal(again.pair(0)[1], first.pair(0)[1])
+    first.close(), again.close()
     path = cache.path_for(digest)
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF                                    # one flipped byte in the flow values
     path.write_bytes(bytes(data))
     fixed, hit = cache.get_or_compute(digest, shape, compute)
-    assert not hit and len(calls) == 2 and cache.stats["corrupt"] == 1
-    assert torch.equal(fixed["backward"], first["backward"])
+    assert not hit and calls == [0, 1, 0, 1] and cache.stats["corrupt"] == 1
+    assert torch.equal(fixed.pair(1)[1], backward[1:2].half())
     assert not list(tmp_path.rglob("*.tmp"))
 
 

@@ -33,10 +33,12 @@ from ..errors import DeviceError, NSTError
 from . import memory
 from .footprint import free_device_memory
 from .cache import key_for
+from .clip_store import FrameSpool
 from .flow_cache import FlowCache, flow_key
 from .grouping import batch_key
 from .jobs import Job, clip_sha256
 from .records import HISTORY_POINTS, JobRecord, done_record, failed_record, now_iso
+from .targets import style_read_hint
 from ..views.plots import downsample
 
 if TYPE_CHECKING:   # the worker calls run_clips; importing it back would be a cycle
@@ -58,25 +60,19 @@ class _Clip:
         self.job, self.params, self.image_path, self.emit = job, p, image_path, emit
         self.device = runner.device
         self.started_at, self.t0 = now_iso(), time.perf_counter()
-        arrays, self.fps = video.read_frames(job.clip, p.size)     # long side ≤ size already
-        frames = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()   # (N, 3, H, W) uint8
-        if max(frames.shape[-2:]) != p.size:
-            # A clip smaller than `size` is enlarged, as a photo would be, then kept as 8 bits:
-            # a long clip is held in memory, 3 bytes a pixel rather than 12.
-            frames = torch.cat([pixels.resize_long_side(f.float().div(255), p.size).mul(255).round().byte()
-                                for f in frames.split(1)])
-        self.frames = frames
-        self.count, self.shape = len(self.frames), tuple(self.frames.shape[-2:])
+        # Frames spooled to disk and flows streamed through their cache file: a clip job holds
+        # the frame it is on, the previous result and one pair of flows, however long the clip.
+        frames, self.fps = video.iter_frames(job.clip, p.size)     # long side ≤ size already
+        self.frames = FrameSpool(frames, p.size)
+        self.count, self.shape = self.frames.count, self.frames.shape
         memory.check_fits(p, self.shape, self.device, bf16=runner.precision.bf16, limit=runner.memory_limit,
                           sharing=runner.sharing)
         self.content = self.frame(0)       # for the worker's batch-size measurement
         self.folder = image_path.parent
         digest = flow_key(clip_sha256(job.clip), job.clip.selection(), self.shape, self.count)
-        flows, self.flow_hit = FlowCache(runner.cache.root / "flows", runner.cache.enabled).get_or_compute(
-            digest, (self.count - 1, 2, *self.shape), lambda: dict(zip(("forward", "backward"),
-                                                                       flow.clip_flows(self.frames))))
-        self.forward, self.backward = flows["forward"], flows["backward"]          # (N-1, 2, H, W) fp16, CPU
-        self._mask: tuple[int, torch.Tensor] | None = None
+        self.flows, self.flow_hit = FlowCache(runner.cache.root / "flows", runner.cache.enabled).get_or_compute(
+            digest, (self.count - 1, 2, *self.shape), self._pair_flows)
+        self._motion: tuple[int, torch.Tensor, torch.Tensor] | None = None   # frame t's, once read
         self.init = None
         if p.init not in ("content", "noise"):
             self.init = imaging.read_image(p.init, long_side_hint=p.size).to(self.device)
@@ -84,22 +80,33 @@ class _Clip:
         self.targets = _targets_fn(runner, job, self.frame(0), self.hits)
         self.records: list[dict[str, Any]] = []
         self.histories: list[tuple[int, dict]] = []   # (frame, its loss history) run by this worker
-        self.outputs: list[np.ndarray] = []         # uint8 (H, W, 3) of finished frames, for the mp4
         self.previous: torch.Tensor | None = None   # the last finished frame as saved (8-bit values)
         self.raw_progress = False                   # progress events carry Progress values (`run`)
         self._resume()
 
     def frame(self, index: int) -> torch.Tensor:
         """Content frame `index` as (1, 3, H, W) float in [0, 1] on the device."""
-        return self.frames[index:index + 1].to(self.device).float().div(255)
+        return self.frames.frame(index).to(self.device).float().div(255)
+
+    def _pair_flows(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """flow(frame k → k+1) and flow(k+1 → k), computed once per clip (uint8 frames, CPU)."""
+        a, b = self.frames.frame(k), self.frames.frame(k + 1)
+        return flow.dis_flow(a, b), flow.dis_flow(b, a)
 
     def motion(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Backward flow (1, 2, H, W) and reliability mask (1, 1, H, W) of frame t ≥ 1, on the device;
-        the mask is computed when first needed, not for the whole clip at once."""
-        backward = self.backward[t - 1:t].to(self.device).float()
-        if self._mask is None or self._mask[0] != t:
-            self._mask = (t, flow.reliability(self.forward[t - 1:t].to(self.device).float(), backward))
-        return backward, self._mask[1]
+        read from the flow file when frame t needs them, not held for the whole clip."""
+        if self._motion is None or self._motion[0] != t:
+            forward, backward = self.flows.pair(t - 1)
+            backward = backward.to(self.device).float()
+            self._motion = (t, backward, flow.reliability(forward.to(self.device).float(), backward))
+        return self._motion[1], self._motion[2]
+
+    def close(self) -> None:
+        """Give back the spooled frames and the open flow file (a failed or finished clip)."""
+        self.frames.close()
+        self.flows.close()
+        self._motion = None
 
     @property
     def next(self) -> int:
@@ -135,7 +142,6 @@ class _Clip:
             if tuple(image.shape[-2:]) != self.shape:
                 break
             self.records.append(record)
-            self.outputs.append(_uint8(image))
             self.previous = image.to(self.device)
 
     def spec(self, progress: Callable[[Progress], None] | None) -> JobInput:
@@ -164,14 +170,15 @@ class _Clip:
             "loss_tv": result.losses.get("tv"), "loss_temporal": result.losses.get("temporal"),
             "steps": result.steps, "seconds": round(seconds, 3), "temporal_error": error})
         _write_json(self.folder / FRAMES_LOG, {"job_id": self.job.job_id, "frames": self.records})
-        self.outputs.append(_uint8(image))
         self.histories.append((t + 1, result.loss_history))
         self.previous = image
         fault_hooks.after_clip_frame(t, self.count)   # test-only
 
     def finish(self, runner: JobRunner, weights_id: str, batch: int) -> JobRecord:
         """All frames done: the mp4, then the record (the executor writes it as the sidecar)."""
-        video.write_mp4(self.outputs, self.image_path, self.fps)
+        # Read back from the saved frames one at a time (the exact 8-bit values), not kept.
+        video.write_mp4((_saved(self.folder / frame_name(i)) for i in range(self.count)), self.image_path, self.fps)
+        self.close()
         errors = [r["temporal_error"] for r in self.records if r["temporal_error"] is not None]
 
         def mean(key: str) -> float | None:
@@ -192,6 +199,7 @@ class _Clip:
         return replace(record, temporal_error=sum(errors) / len(errors) if errors else None, clip=clip)
 
     def failed(self, error: BaseException) -> JobRecord:
+        self.close()
         return failed_record(self.job, error, str(self.device), self.started_at, time.perf_counter() - self.t0)
 
 
@@ -323,7 +331,7 @@ def _targets_fn(runner: JobRunner, job, first_frame: torch.Tensor, hits: list[bo
 
     def style_image(path: str) -> torch.Tensor:
         if path not in loaded:
-            raw = imaging.read_image(path).to(runner.device)
+            raw = imaging.read_image(path, long_side_hint=style_read_hint(p, path)).to(runner.device)
             loaded[path] = pixels.style_variant(raw, first_frame, p.preserve_color)
         return loaded[path]
 
@@ -348,8 +356,12 @@ def _grams(feats, style: torch.Tensor, side: int, p) -> dict[str, torch.Tensor]:
     return style_grams(feats, pixels.resize_long_side(style, side), p.style_layers)
 
 
-def _uint8(image: torch.Tensor) -> np.ndarray:
-    return image[0].detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+def _saved(path: Path) -> np.ndarray:
+    """A saved frame's (H, W, 3) uint8 pixels as written (no colour conversion on the way back)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -18,22 +18,25 @@ from ..engine.objective import style_grams
 from ..engine.optimize import StyleTargetsFn
 from ..engine.tiled import tiled_grams
 from ..params import Params
-from .cache import StyleTargetCache, key_for
+from .cache import StyleTargetCache, key_for, style_side
 
 
 def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, float]], content_path: str,
                content: torch.Tensor, cache: StyleTargetCache, hits: list[bool] | None = None,
-               read: Callable[[str], torch.Tensor] = imaging.read_image,
+               read: Callable[..., torch.Tensor] = imaging.read_image,
                tile: int | None = None) -> StyleTargetsFn:
     """Stage long side -> blended Gram targets on `content`'s device; `hits` collects, per
     style and stage, whether the cache had them. `tile`: compute the Grams in tiles of that
-    size (the memory planner's choice for a style image too large at once; same values)."""
+    size (the memory planner's choice for a style image too large at once; same values).
+
+    Each style image is decoded reduced to about twice its largest stage's side
+    (`style_read_hint`) and held so for the job: counted by `held.job_input_bytes`."""
     device = content.device
     loaded: dict[str, torch.Tensor] = {}
 
     def style_image(path: str) -> torch.Tensor:
         if path not in loaded:
-            raw = read(path).to(device)
+            raw = read(path, long_side_hint=style_read_hint(params, path)).to(device)
             loaded[path] = pixels.style_variant(raw, content, params.preserve_color)
         return loaded[path]
 
@@ -54,3 +57,9 @@ def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, f
         return losses.blend_grams(grams, [w for _, w in styles])
 
     return targets
+
+
+def style_read_hint(params: Params, path: str) -> int:
+    """The largest side a job resizes style image `path` to: its final stage's (`style_side`
+    grows with the stage), so `read_image` may decode it reduced to about twice that."""
+    return style_side(params, params.size, imaging.image_shape(path))

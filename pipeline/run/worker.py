@@ -32,6 +32,7 @@ from . import memory
 from .cache import StyleTargetCache
 from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
 from .heap import bound_heap
+from .held import job_held_bytes
 from .grouping import batch_key
 from .jobs import Job, safe_join
 from .records import HISTORY_POINTS, JobRecord, done_record, error_message, failed_record, now_iso, write_sidecar
@@ -231,6 +232,12 @@ class JobRunner:
             # Whole or tiled, and the optimizer state, within the budget; or a clear refusal
             # naming the size that fits, not an out-of-memory error mid-job.
             budget, held = memory.job_budget(self.memory_limit, str(self.device), self.sharing)
+            # The style (and init) images the job will hold, decoded reduced; the content is
+            # in `budget` already (measured after it was decoded).
+            inputs = job_held_bytes(job, content_loaded=True)
+            if budget is not None:
+                budget = max(0, budget - inputs)
+                held += inputs if self.memory_limit is not None else 0   # named in a refusal
             item.plan = memory.plan_job(p, tuple(content.shape[-2:]), budget, bf16=self.precision.bf16,
                                         held=held)
             if item.plan.notes and self.device.type == "cpu":
