@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .cache import StyleTargetCache
@@ -16,6 +15,7 @@ from ..engine.weights import weights_id
 from ..imaging import read_image
 from .jobs import make_job
 from ..params import params_from_mapping
+from ..views.console import make_console
 from .worker import JobRunner, resolve_device
 
 
@@ -62,7 +62,7 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
     runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache),
                        memory_limit=memory_limit)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     start = time.perf_counter()
     if not show_progress:
         record = runner.run(job, output, None)

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..run.jobs import Job
+from .console import make_console
 
 if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
     from ..executors.base import Slot
@@ -28,7 +29,7 @@ class RunDisplay:
 
     def __init__(self, total: int, slots: list[Slot], console: Console | None = None,
                  live: bool | None = None):
-        self.console = console or Console()
+        self.console = console or make_console()
         self.live_mode = sys.stdout.isatty() if live is None else live
         self.total, self.done, self.failed = total, 0, 0
         self.workers: dict[int, str] = {s.index: "starting" for s in slots}

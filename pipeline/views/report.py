@@ -4,11 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+from .console import make_console
+
+console = make_console()
+errors = make_console(stderr=True)
 
 
 def print_plan(plan: dict[str, Any]) -> None:
