@@ -205,7 +205,7 @@ def status(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]
     """Done / failed / pending counts of a manifest's jobs, and the failures."""
     from .views.report import print_status
 
-    print_status(manifest)
+    raise typer.Exit(print_status(manifest))
 
 
 @app.command()

@@ -231,7 +231,12 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         "kept_failed": 0 if options.force or options.retry_failed else len(state.failed),
         "to_run": len(todo), "workers": [s.device for s in slots]}
     if options.dry_run:
-        return {**summary, "dry_run": True, "todo": [j.job_id for j in todo]}
+        # What the memory planner would refuse, as `plan` shows it: counted before the night.
+        _, rows = memory_plan_rows(manifest, todo, options.memory_limit)
+        refused = [row for row in rows if row["mode"] == "refused"]
+        return {**summary, "dry_run": True, "todo": [j.job_id for j in todo],
+                "refused_jobs": sum(row["jobs"] for row in refused),
+                "refused": [f"{row['jobs']} job(s) at {row['size']}: {row['notes']}" for row in refused]}
     # Temp files of writers killed in an earlier run (kill -9, power loss): hidden, never under a
     # final name, and no live process writes them (the lock, or the job's own shard).
     remove_partial_writes(final_paths(out, todo))
@@ -363,7 +368,8 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
             "to_run": len(state.pending), "failed": len(state.failed), "done": len(state.done)}
 
 
-def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, list[dict[str, Any]]]:
+def memory_plan_rows(manifest: Manifest, jobs: list[Job],
+                     limit: int | None = None) -> tuple[int | None, list[dict[str, Any]]]:
     """The memory planner's choice for each job, as a worker on the manifest's first device would
     make it now (its budget: memory_limit, else free memory shared among workers_per_device)."""
     devices = manifest.devices
@@ -372,7 +378,7 @@ def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, l
     device = devices[0] if isinstance(devices, tuple) else (
         "cuda:0" if devices == "auto" and nvidia and _cuda_count() else "cpu")
     return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
-                            manifest.workers_per_device, manifest.memory_limit)
+                            manifest.workers_per_device, limit or manifest.memory_limit)
 
 
 def target_keys(job: Job) -> list[TargetKey]:
