@@ -135,11 +135,14 @@ def _devices(value: Optional[str]):
 
 @app.command()
 def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
-    """Check a manifest and report every problem at once."""
-    from .run.orchestrate import prepare
+    """Check a manifest and report every problem at once; warn of images and sizes that would fail."""
+    from .run.preflight import preflight
 
-    m, jobs = prepare(manifest)
-    typer.echo(f"{manifest}: valid, {len(jobs)} job(s) → {m.output}")
+    checked = preflight(manifest)
+    for warning in checked.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    note = f"; {len(checked.warnings)} warning(s) above: those jobs would fail" if checked.warnings else ""
+    typer.echo(f"{manifest}: valid, {len(checked.jobs)} job(s) → {checked.manifest.output}{note}")
 
 
 @app.command()

@@ -41,19 +41,8 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
     converted. `long_side_hint` lets JPEG decode at a reduced scale when the caller will shrink
     the image anyway (never below the hint).
     """
-    import torch
-
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"broken symlink: {path} points to a missing file")
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
-        raise InputError(f"expected an image file, got a directory: {path}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"cannot read {path}: permission denied (check the file's permissions)")
-    if path.stat().st_size == 0:
-        raise InputError(f"empty file: {path}")
+    _check_file(path)
     try:
         with warnings.catch_warnings():
             # MAX_PIXELS is the limit (checked below with the real size); Pillow's lower warning
@@ -77,12 +66,66 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
         raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    import torch   # only now (seconds to load): a missing or broken file is reported without it
+
     array = np.asarray(rgb, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
     # Standard (N, C, H, W) strides, not the channels-last view of the HWC array: L-BFGS flattens
     # gradients with .view(-1), which fails when the image keeps channels-last strides (a
     # content image already at the output size, or a 1 × 1 image, reaches it unresized).
     return tensor.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+
+
+def _check_file(path: Path) -> None:
+    """What the file system says before Pillow looks: missing, a folder, unreadable, empty."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"broken symlink: {path} points to a missing file")
+    if not path.exists():
+        raise InputError(f"image not found: {path}")
+    if path.is_dir():
+        raise InputError(f"expected an image file, got a directory: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied (check the file's permissions)")
+    if path.stat().st_size == 0:
+        raise InputError(f"empty file: {path}")
+
+
+# The bytes a whole file of these formats ends with: JPEG's EOI marker, PNG's IEND chunk (its
+# type and CRC). A file cut short by a failed copy or download lacks them.
+_TRAILERS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
+
+
+def check_image_header(path: str | Path) -> None:
+    """Raise InputError when `path` is not an image a job could read, without decoding it.
+
+    Caught: a missing, empty, unreadable or folder path; a file Pillow cannot identify (text,
+    another format); a size over MAX_PIXELS or beyond MAX_ASPECT; a JPEG or PNG cut short
+    (its end marker missing). Not caught: damage inside the compressed data of a whole-length
+    file; such a job fails when it runs, with the decoder's message. Reads the header and the
+    last bytes only (milliseconds for any size)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size, fmt = img.size, img.format
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
+                         "downscale it first") from None
+    except UnidentifiedImageError:
+        raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    _check_geometry(path, size)
+    trailers = _TRAILERS.get(fmt or "")
+    if trailers:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 16))
+            tail = f.read().rstrip(b"\x00")   # some cameras pad JPEGs with zeros after EOI
+        if not tail.endswith(trailers):
+            raise InputError(f"truncated or corrupt image: {path} (the {fmt} file ends before its end "
+                             "marker: copy or export it again)")
 
 
 def image_shape(path: str | Path) -> tuple[int, int] | None:

@@ -16,7 +16,6 @@ from ..imaging import read_image
 from .jobs import make_job
 from ..params import params_from_mapping
 from ..views.console import make_console
-from .worker import JobRunner, resolve_device
 
 
 def _format_for(output: Path) -> str:
@@ -59,6 +58,9 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     weights_id(params.weights)
     if _is_an_input(output, inputs):   # an --init image is an input too
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
+    # Only now load torch (seconds): every mistake above was reported without it.
+    from .worker import JobRunner, resolve_device
+
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
     runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache),
                        memory_limit=memory_limit)
