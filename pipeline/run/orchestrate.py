@@ -112,6 +112,7 @@ class RunOptions:
     precision: str = "auto"              # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False                # torch.compile the network in each worker
     memory_limit: int | None = None      # bytes per worker for the memory planner (run/memory.py)
+    quiet: bool = False                  # no live view or per-job lines: failures and the summary
 
 
 class _Listener:
@@ -253,7 +254,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         if not todo:
             return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
                     "warnings": warnings + _index_warning(index)}
-        display = display or RunDisplay(len(todo), slots, live=options.live)
+        display = display or RunDisplay(len(todo), slots, live=options.live, quiet=options.quiet)
         listener = _Listener(out, index if not sharded else _NoIndex(), display)
         flags = StopFlags()
         settings = ExecutorOptions(

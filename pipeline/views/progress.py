@@ -28,9 +28,10 @@ class RunDisplay:
     """Counts done / failed / remaining and shows each worker's job, step and loss."""
 
     def __init__(self, total: int, slots: list[Slot], console: Console | None = None,
-                 live: bool | None = None):
+                 live: bool | None = None, quiet: bool = False):
         self.console = console or make_console()
-        self.live_mode = sys.stdout.isatty() if live is None else live
+        self.quiet = quiet   # `run -q`: failures, retries and warnings only (and the summary, by the caller)
+        self.live_mode = not quiet and (sys.stdout.isatty() if live is None else live)
         self.total, self.done, self.failed = total, 0, 0
         self.workers: dict[int, str] = {s.index: "starting" for s in slots}
         self.slots = {s.index: s for s in slots}
@@ -65,7 +66,7 @@ class RunDisplay:
                         failed=self.failed, remaining=remaining)
         if self.live:
             self.live.update(self._render())
-        elif time.time() - self._last_plain >= PLAIN_EVERY:
+        elif not self.quiet and time.time() - self._last_plain >= PLAIN_EVERY:
             self._last_plain = time.time()
             busy = "; ".join(f"w{i}: {text}" for i, text in self.workers.items() if text != "idle")
             self.console.print(f"[{time.time() - self.started:7.0f}s] done {self.done} · failed "
@@ -90,7 +91,7 @@ class RunDisplay:
         self.done += 1
         if slot_index is not None:
             self.workers[slot_index] = "idle"
-        if not self.live:
+        if not self.live and not self.quiet:
             self.message(f"done   {short(job)}  {record['seconds']:.1f}s  loss {record['loss_total']:.4g}")
         self._refresh()
 
