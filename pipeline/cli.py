@@ -93,6 +93,8 @@ def stylize(
     multiscale: Annotated[Optional[str], typer.Option(help=f"Coarse-to-fine stages, each twice the last: auto (from about 256 px up) or a count, 1 for one stage [default: {D.multiscale}].")] = None,
     tol: Annotated[Optional[float], typer.Option(help=f"End a stage early when the loss improves by less than this fraction over 25 evaluations; 0 never [default: {D.tol:g}].")] = None,
     quality: Annotated[Optional[int], typer.Option(help=f"JPEG quality [default: {D.quality}].")] = None,
+    dpi: Annotated[Optional[int], typer.Option(help="Print resolution written in the file [default: 300 for TIFF, none for PNG/JPEG].")] = None,
+    bit_depth: Annotated[Optional[int], typer.Option(help="8 | 16 bits per channel; 16 for PNG or TIFF, written from the float result [default: 8].")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory the job may use, e.g. 2GB; larger sizes run in tiles [default: what the device has free].")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
@@ -108,7 +110,7 @@ def stylize(
         "tv_weight": tv_weight, "content_layers": _csv(content_layers), "style_layers": _csv(style_layers),
         "style_layer_weights": _csv(style_layer_weights, float), "optimizer": optimizer, "lr": lr,
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
-        "pooling": pooling, "style_scale": style_scale, "quality": quality,
+        "pooling": pooling, "style_scale": style_scale, "quality": quality, "dpi": dpi, "bit_depth": bit_depth,
         "multiscale": _int_or("auto", multiscale, "auto or a number of stages", "--multiscale"),
         "tol": tol,
     }

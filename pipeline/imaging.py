@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from . import fault_hooks
+from . import encode16, fault_hooks
 from .errors import InputError, OutputError
 
 if TYPE_CHECKING:   # torch loads in read_image: validate, plan and status read headers only
@@ -218,6 +218,25 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+def uint16_bands(image: torch.Tensor) -> Iterable[np.ndarray]:
+    """(rows, W, 3) uint16 bands of a (1, 3, H, W) or (3, H, W) image in [0, 1], straight from the
+    float result (no 8-bit step), _BAND_ROWS at a time as in `to_pil`."""
+    if image.dim() == 4:
+        image = image[0]
+    image = image.detach()
+    for top in range(0, image.shape[-2], _BAND_ROWS):
+        band = image[:, top:top + _BAND_ROWS].float().clamp(0, 1).mul_(65535).round_()
+        yield np.ascontiguousarray(band.permute(1, 2, 0).cpu().numpy().astype(np.uint16))
+
+
+DEFAULT_TIFF_DPI = 300   # what print shops assume; Pillow reads a TIFF without one as 1 dpi
+
+
+def effective_dpi(fmt: str, dpi: int | None) -> int | None:
+    """The resolution written in the file: `dpi`, else 300 for TIFF, else none (screen images)."""
+    return dpi if dpi is not None else DEFAULT_TIFF_DPI if fmt == "tiff" else None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,26 +286,38 @@ def remove_partial_writes(paths: Iterable[Path]) -> int:
 
 
 def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,
-               metadata: dict[str, Any] | None = None) -> Path:
+               metadata: dict[str, Any] | None = None, dpi: int | None = None, bit_depth: int = 8) -> Path:
     """Save atomically as PNG (parameters in a text chunk), JPEG (in the comment) or TIFF (in
-    the ImageDescription tag, LZW-compressed), always tagged with an sRGB ICC profile."""
+    the ImageDescription tag, LZW-compressed), always tagged with an sRGB ICC profile and, where
+    `effective_dpi` gives one, a resolution. bit_depth 16 (PNG, TIFF): encode16.py."""
     path = Path(path)
-    pil = to_pil(image)
-    buffer = io.BytesIO()
     text = json.dumps(metadata or {}, sort_keys=True)
-    if fmt == "png":
-        info = PngInfo()
-        info.add_text("nst-batch", text)
-        pil.save(buffer, format="PNG", pnginfo=info, icc_profile=SRGB_ICC)
-    elif fmt == "jpeg":
-        pil.save(buffer, format="JPEG", quality=quality, comment=text.encode(), icc_profile=SRGB_ICC)
-    elif fmt == "tiff":
-        pil.save(buffer, format="TIFF", compression="tiff_lzw", icc_profile=SRGB_ICC,
-                 tiffinfo={_TIFF_DESCRIPTION: text})
+    dpi = effective_dpi(fmt, dpi)
+    if bit_depth == 16:
+        if fmt not in ("png", "tiff"):
+            raise OutputError(f"bit_depth 16 needs a .png or .tif output; {fmt.upper()} stores 8 bits")
+        height, width = image.shape[-2:]
+        encode = encode16.png16 if fmt == "png" else encode16.tiff16
+        data = encode(uint16_bands(image), width, height, dpi, SRGB_ICC, text)
     else:
-        raise OutputError(f"unknown output format {fmt!r}; use png, jpeg or tiff")
+        pil = to_pil(image)
+        buffer = io.BytesIO()
+        resolution = {"dpi": (dpi, dpi)} if dpi else {}
+        if fmt == "png":
+            info = PngInfo()
+            info.add_text("nst-batch", text)
+            pil.save(buffer, format="PNG", pnginfo=info, icc_profile=SRGB_ICC, **resolution)
+        elif fmt == "jpeg":
+            pil.save(buffer, format="JPEG", quality=quality, comment=text.encode(), icc_profile=SRGB_ICC,
+                     **resolution)
+        elif fmt == "tiff":
+            pil.save(buffer, format="TIFF", compression="tiff_lzw", icc_profile=SRGB_ICC,
+                     tiffinfo={_TIFF_DESCRIPTION: text}, **resolution)
+        else:
+            raise OutputError(f"unknown output format {fmt!r}; use png, jpeg or tiff")
+        data = buffer.getvalue()
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, data)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     return path

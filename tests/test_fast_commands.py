@@ -181,7 +181,8 @@ RULES = {
                                               "pipeline.run.orchestrate")),
     "pipeline.params": ("may only import", ("pipeline.errors", "pipeline.engine.layers")),
     "pipeline.errors": ("may only import", ()),
-    "pipeline.imaging": ("may only import", ("pipeline.errors", "pipeline.fault_hooks")),
+    "pipeline.imaging": ("may only import", ("pipeline.errors", "pipeline.fault_hooks", "pipeline.encode16")),
+    "pipeline.encode16": ("may only import", ()),       # bytes in, bytes out
     "pipeline.fault_hooks": ("may only import", ()),     # test-only hooks: a leaf, loads no torch
 }
 

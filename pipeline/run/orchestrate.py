@@ -22,6 +22,7 @@ from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .grouping import content_shape
+from .print_size import print_sizes
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
 from ..engine.weights import weights_id
@@ -363,7 +364,7 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None) -> dict[st
             keys.setdefault(key.digest(), cache.path_for(key).exists())
     budget, memory_rows = memory_plan_rows(manifest, jobs)
     return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
-            "memory_budget": budget, "memory": memory_rows,
+            "memory_budget": budget, "memory": memory_rows, "print_sizes": print_sizes(jobs),
             "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),
             "targets_cached": sum(keys.values()), "cache_dir": str(cache.root),
             "to_run": len(state.pending), "failed": len(state.failed), "done": len(state.done)}

@@ -298,7 +298,7 @@ class JobRunner:
     def _save(self, item: _Item, result: Any, feats: VGGFeatures, batch: int) -> JobRecord:
         job, p = item.job, item.job.params
         meta = {"job_id": job.job_id, "params": p.to_dict(), "nst_batch": __version__}
-        imaging.save_image(result.image, item.image_path, p.format, p.quality, meta)
+        imaging.save_image(result.image, item.image_path, p.format, p.quality, meta, p.dpi, p.bit_depth)
         return done_record(job, losses=result.losses, steps=result.steps, width=int(result.image.shape[-1]),
                            height=int(result.image.shape[-2]), device=str(self.device),
                            started_at=item.started_at, seconds=time.perf_counter() - item.t0,

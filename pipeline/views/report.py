@@ -24,6 +24,8 @@ def print_plan(plan: dict[str, Any]) -> None:
                   f"--retry-failed reruns them), {plan['to_run']} would run")
     console.print(f"style targets: {plan['targets_cached']} of {plan['targets_total']} cached in "
                   f"{plan['cache_dir']}")
+    for line in plan.get("print_sizes", []):   # the resolution in the file: what a print shop reads
+        console.print(f"print: {line}")
     if plan.get("memory"):
         budget = plan["memory_budget"]
         table = Table(title="memory plan per job (budget: "
