@@ -1,4 +1,4 @@
-"""16-bit RGB PNG and TIFF encoders, which Pillow lacks (it writes 8 bits per channel for RGB).
+"""16-bit RGB(A) PNG and TIFF encoders, which Pillow lacks (it writes 8 bits per channel for RGB).
 
 Bytes in, bytes out: imaging.py feeds rows of uint16 pixels (in bands, never a float copy of a
 whole print-size image) and writes the result atomically. Each file carries the sRGB ICC
@@ -20,7 +20,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _compressed(bands: Iterable[np.ndarray], big_endian: bool, png_filter: bool) -> bytes:
-    """zlib stream of the rows of `bands` ((rows, W, 3) uint16 each), one band at a time."""
+    """zlib stream of the rows of `bands` ((rows, W, C) uint16 each, C 3 or 4), one band at a time."""
     packer, parts = zlib.compressobj(6), []
     for band in bands:
         raw = band.astype(">u2" if big_endian else "<u2").view(np.uint8).reshape(band.shape[0], -1)
@@ -31,8 +31,10 @@ def _compressed(bands: Iterable[np.ndarray], big_endian: bool, png_filter: bool)
     return b"".join(parts)
 
 
-def png16(bands: Iterable[np.ndarray], width: int, height: int, dpi: int | None, icc: bytes, text: str) -> bytes:
-    head = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+def png16(bands: Iterable[np.ndarray], width: int, height: int, dpi: int | None, icc: bytes, text: str,
+          channels: int = 3) -> bytes:
+    colour_type = 6 if channels == 4 else 2   # truecolour with alpha, or without
+    head = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
     head += _chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(icc))
     if dpi:
         per_metre = round(dpi / 0.0254)
@@ -47,19 +49,21 @@ _SIZES = {_SHORT: 2, _LONG: 4, _RATIONAL: 8, _ASCII: 1, _UNDEFINED: 1}
 
 
 def tiff16(bands: Iterable[np.ndarray], width: int, height: int, dpi: int | None, icc: bytes, text: str,
-           description_tag: int = 270) -> bytes:
+           channels: int = 3, description_tag: int = 270) -> bytes:
     strip = _compressed(bands, big_endian=False, png_filter=False)
     resolution = struct.pack("<II", dpi or 72, 1)
     # (tag, type, count, value bytes); StripOffsets is patched once the layout is known.
     entries = [(256, _LONG, 1, struct.pack("<I", width)), (257, _LONG, 1, struct.pack("<I", height)),
-               (258, _SHORT, 3, struct.pack("<HHH", 16, 16, 16)), (259, _SHORT, 1, struct.pack("<H", 8)),
+               (258, _SHORT, channels, struct.pack("<" + "H" * channels, *[16] * channels)), (259, _SHORT, 1, struct.pack("<H", 8)),
                (262, _SHORT, 1, struct.pack("<H", 2)),
                (description_tag, _ASCII, len(text) + 1, text.encode("latin-1") + b"\0"),
-               (273, _LONG, 1, b"\0\0\0\0"), (277, _SHORT, 1, struct.pack("<H", 3)),
+               (273, _LONG, 1, b"\0\0\0\0"), (277, _SHORT, 1, struct.pack("<H", channels)),
                (278, _LONG, 1, struct.pack("<I", height)), (279, _LONG, 1, struct.pack("<I", len(strip))),
                (282, _RATIONAL, 1, resolution), (283, _RATIONAL, 1, resolution),
                (284, _SHORT, 1, struct.pack("<H", 1)), (296, _SHORT, 1, struct.pack("<H", 2 if dpi else 1)),
                (34675, _UNDEFINED, len(icc), icc)]
+    if channels == 4:   # ExtraSamples: the fourth is unassociated (straight) alpha
+        entries.append((338, _SHORT, 1, struct.pack("<H", 2)))
     entries.sort()
     ifd_size = 2 + 12 * len(entries) + 4
     extra_at = 8 + ifd_size                      # values over 4 bytes follow the IFD

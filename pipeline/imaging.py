@@ -218,15 +218,34 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
-def uint16_bands(image: torch.Tensor) -> Iterable[np.ndarray]:
+def uint16_bands(image: torch.Tensor, alpha: np.ndarray | None = None) -> Iterable[np.ndarray]:
     """(rows, W, 3) uint16 bands of a (1, 3, H, W) or (3, H, W) image in [0, 1], straight from the
-    float result (no 8-bit step), _BAND_ROWS at a time as in `to_pil`."""
+    float result (no 8-bit step), _BAND_ROWS at a time as in `to_pil`; (rows, W, 4) with `alpha`."""
     if image.dim() == 4:
         image = image[0]
     image = image.detach()
     for top in range(0, image.shape[-2], _BAND_ROWS):
         band = image[:, top:top + _BAND_ROWS].float().clamp(0, 1).mul_(65535).round_()
-        yield np.ascontiguousarray(band.permute(1, 2, 0).cpu().numpy().astype(np.uint16))
+        rgb = band.permute(1, 2, 0).cpu().numpy().astype(np.uint16)
+        if alpha is not None:
+            a = np.round(alpha[top:top + _BAND_ROWS] * 65535).astype(np.uint16)
+            rgb = np.concatenate([rgb, a[..., None]], axis=2)
+        yield np.ascontiguousarray(rgb)
+
+
+def read_alpha(path: str | Path, height: int, width: int) -> np.ndarray | None:
+    """The content image's transparency, resized exactly to the output, as (H, W) float32 in
+    [0, 1]; None when it has none. The stylized pixels were computed on the image composited on
+    white (`read_image`); this puts the alpha back over them."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
+            return None
+        alpha = img.convert("RGBA").getchannel("A")
+    if alpha.getextrema() == (255, 255):   # an alpha channel that hides nothing: keep outputs opaque
+        return None
+    resized = alpha.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.float32) / 255.0
 
 
 DEFAULT_TIFF_DPI = 300   # what print shops assume; Pillow reads a TIFF without one as 1 dpi
@@ -286,11 +305,16 @@ def remove_partial_writes(paths: Iterable[Path]) -> int:
 
 
 def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,
-               metadata: dict[str, Any] | None = None, dpi: int | None = None, bit_depth: int = 8) -> Path:
+               metadata: dict[str, Any] | None = None, dpi: int | None = None, bit_depth: int = 8,
+               alpha: np.ndarray | None = None) -> Path:
     """Save atomically as PNG (parameters in a text chunk), JPEG (in the comment) or TIFF (in
     the ImageDescription tag, LZW-compressed), always tagged with an sRGB ICC profile and, where
-    `effective_dpi` gives one, a resolution. bit_depth 16 (PNG, TIFF): encode16.py."""
+    `effective_dpi` gives one, a resolution. bit_depth 16 (PNG, TIFF): encode16.py. `alpha`
+    ((H, W) in [0, 1], `read_alpha`) is written as a fourth channel by PNG and TIFF; JPEG has
+    none (the caller warns)."""
     path = Path(path)
+    if fmt == "jpeg":
+        alpha = None
     text = json.dumps(metadata or {}, sort_keys=True)
     dpi = effective_dpi(fmt, dpi)
     if bit_depth == 16:
@@ -298,9 +322,12 @@ def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality:
             raise OutputError(f"bit_depth 16 needs a .png or .tif output; {fmt.upper()} stores 8 bits")
         height, width = image.shape[-2:]
         encode = encode16.png16 if fmt == "png" else encode16.tiff16
-        data = encode(uint16_bands(image), width, height, dpi, SRGB_ICC, text)
+        data = encode(uint16_bands(image, alpha), width, height, dpi, SRGB_ICC, text,
+                      channels=3 if alpha is None else 4)
     else:
         pil = to_pil(image)
+        if alpha is not None:
+            pil.putalpha(Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L"))
         buffer = io.BytesIO()
         resolution = {"dpi": (dpi, dpi)} if dpi else {}
         if fmt == "png":

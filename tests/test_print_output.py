@@ -83,3 +83,51 @@ def test_plan_shows_the_print_size(tmp_path, capsys):
     plan = plan_manifest(manifest)
     assert plan["print_sizes"] == ["1 job(s) 3000×2500 px at 150 dpi: 50.8 × 42.3 cm (20.00 × 16.67 in)",
                                    "1 job(s) 3000×2500 px at 300 dpi: 25.4 × 21.2 cm (10.00 × 8.33 in)"]
+
+
+@pytest.fixture
+def rgba_photo(tmp_path):
+    pixels = np.zeros((30, 40, 4), np.uint8)
+    pixels[..., 0] = 200
+    pixels[..., 3] = np.linspace(0, 255, 40).astype(np.uint8)[None, :]   # a left-to-right fade
+    path = tmp_path / "cutout.png"
+    Image.fromarray(pixels, "RGBA").save(path)
+    return path
+
+
+def test_alpha_is_read_back_resized_exactly_to_the_output(rgba_photo, tmp_path):
+    from pipeline.imaging import read_alpha
+
+    alpha = read_alpha(rgba_photo, 15, 20)
+    assert alpha.shape == (15, 20) and alpha[:, 0].max() < 0.05 and alpha[:, -1].min() > 0.95
+    assert np.all(np.diff(alpha[7]) > 0)                       # the fade, in order
+    opaque = tmp_path / "opaque.png"
+    Image.new("RGBA", (8, 8), (1, 2, 3, 255)).save(opaque)
+    assert read_alpha(opaque, 8, 8) is None                   # nothing hidden: the output stays RGB
+    assert read_alpha(make_content(tmp_path / "rgb.png"), 8, 8) is None
+
+
+@pytest.mark.parametrize("fmt, bits", [("png", 8), ("tiff", 8), ("png", 16), ("tiff", 16)])
+def test_png_and_tiff_keep_the_alpha(rgba_photo, tmp_path, fmt, bits):
+    from pipeline.imaging import read_alpha
+
+    rgb = torch.full((1, 3, 15, 20), 0.5)
+    alpha = read_alpha(rgba_photo, 15, 20)
+    path = save_image(rgb, tmp_path / f"x.{fmt}", fmt, bit_depth=bits, alpha=alpha)
+    if bits == 16:
+        pixels = tifffile.imread(path) if fmt == "tiff" else cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert pixels.dtype == np.uint16 and pixels.shape == (15, 20, 4)
+        assert np.array_equal(pixels[..., 3], np.round(alpha * 65535).astype(np.uint16))
+    else:
+        with Image.open(path) as img:
+            assert img.mode == "RGBA"
+            assert np.array_equal(np.asarray(img)[..., 3], np.round(alpha * 255).astype(np.uint8))
+
+
+def test_jpeg_drops_the_alpha(rgba_photo, tmp_path):
+    from pipeline.imaging import read_alpha
+
+    path = save_image(torch.full((1, 3, 15, 20), 0.5), tmp_path / "x.jpg", "jpeg",
+                      alpha=read_alpha(rgba_photo, 15, 20))
+    with Image.open(path) as img:
+        assert img.mode == "RGB"
