@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional, get_args, get_origin
 
 import typer
 
@@ -22,7 +23,7 @@ from .params import CHOICES, DEFAULTS
 from .views.sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None,
+                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Batch neural style transfer (Gatys et al. 2016) on the original VGG-19.")
 
 D = DEFAULTS
@@ -30,8 +31,30 @@ MAX_WORKERS = 1024   # worker processes of one run: a typo must not fork thousan
 MAX_RETRIES = 100    # as the manifest's retries
 
 
+def version_line() -> str:
+    """`--version`: ours, torch's (from its package metadata: importing torch takes seconds) and the
+    default weights' id, the three things a result depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+    from .engine.weights import weights_id
+
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = "not installed"
+    return f"nst-batch {__version__} (torch {torch_version}; weights {weights_id(D.weights)})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print the version, torch's and the weights id.")] = False) -> None:
     """Batch neural style transfer (Gatys et al. 2016) on the original VGG-19."""
 
 
@@ -70,6 +93,8 @@ def stylize(
     multiscale: Annotated[Optional[str], typer.Option(help=f"Coarse-to-fine stages, each twice the last: auto (from about 256 px up) or a count, 1 for one stage [default: {D.multiscale}].")] = None,
     tol: Annotated[Optional[float], typer.Option(help=f"End a stage early when the loss improves by less than this fraction over 25 evaluations; 0 never [default: {D.tol:g}].")] = None,
     quality: Annotated[Optional[int], typer.Option(help=f"JPEG quality [default: {D.quality}].")] = None,
+    dpi: Annotated[Optional[int], typer.Option(help="Print resolution written in the file [default: 300 for TIFF, none for PNG/JPEG].")] = None,
+    bit_depth: Annotated[Optional[int], typer.Option(help="8 | 16 bits per channel; 16 for PNG or TIFF, written from the float result [default: 8].")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N.")] = "auto",
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory the job may use, e.g. 2GB; larger sizes run in tiles [default: what the device has free].")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Style-target cache folder [default: $NST_BATCH_CACHE_DIR or the user cache dir].")] = None,
@@ -88,7 +113,7 @@ def stylize(
         "tv_weight": tv_weight, "content_layers": _csv(content_layers), "style_layers": _csv(style_layers),
         "style_layer_weights": _csv(style_layer_weights, float), "optimizer": optimizer, "lr": lr,
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
-        "pooling": pooling, "style_scale": style_scale, "quality": quality,
+        "pooling": pooling, "style_scale": style_scale, "quality": quality, "dpi": dpi, "bit_depth": bit_depth,
         "multiscale": _int_or("auto", multiscale, "auto or a number of stages", "--multiscale"),
         "tol": tol,
     }
@@ -139,11 +164,14 @@ def _devices(value: Optional[str]):
 
 @app.command()
 def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
-    """Check a manifest and report every problem at once."""
-    from .run.orchestrate import prepare
+    """Check a manifest and report every problem at once; warn of images and sizes that would fail."""
+    from .run.preflight import preflight
 
-    m, jobs = prepare(manifest)
-    typer.echo(f"{manifest}: valid, {len(jobs)} job(s) → {m.output}")
+    checked = preflight(manifest)
+    for warning in checked.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    note = f"; {len(checked.warnings)} warning(s) above: those jobs would fail" if checked.warnings else ""
+    typer.echo(f"{manifest}: valid, {len(checked.jobs)} job(s) → {checked.manifest.output}{note}")
 
 
 @app.command()
@@ -178,6 +206,7 @@ def run(
     memory_limit: Annotated[Optional[str], typer.Option(help="Memory each worker may use, e.g. 2GB [default: manifest's memory_limit, else the device's free memory shared among its workers].")] = None,
     live_every: Annotated[float, typer.Option(help="Seconds between rewrites of the live gallery OUTPUT/index.html during the run (0: only at the end).")] = 10.0,
     save_every: Annotated[Optional[int], typer.Option(help="Write each job's current image every N evaluations, and at each stage's end, into <output>.steps/ (the last 5 kept) [default: manifest's save_every, 0: off].")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live view or per-job lines: failures, retries and the summary only.")] = False,
 ) -> None:
     """Run every unfinished job of a manifest; rerunning resumes."""
     from .run.orchestrate import RunOptions, run_manifest
@@ -207,7 +236,7 @@ def run(
                          dry_run=dry_run, retries=retries, timeout=timeout, cache_dir=cache_dir, now=now,
                          executor=executor, address=address, batch_size=batch_size, precision=precision,
                          compile=compile, memory_limit=_memory(memory_limit), live_every=live_every,
-                         save_every=save_every)
+                         save_every=save_every, quiet=quiet)
     summary = run_manifest(manifest, options, shard=_shard(shard))
     raise typer.Exit(finish_run(summary))
 
@@ -217,7 +246,7 @@ def status(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]
     """Done / failed / pending counts of a manifest's jobs, and the failures."""
     from .views.report import print_status
 
-    print_status(manifest)
+    raise typer.Exit(print_status(manifest))
 
 
 @app.command()
@@ -292,12 +321,62 @@ def gallery(
             server.server_close()
 
 
+_TYPE_WORDS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT"}
+
+
+def _readable_help(group: Any) -> None:
+    """Metavars people read (CONTENT STYLES..., --steps INTEGER, -o PATH) instead of this Typer's
+    `{content}` and `<list[Path]>`. Typer internals: left as they are where they differ."""
+    for command in group.commands.values():
+        for param in command.params:
+            desc = getattr(param, "type_descriptor", None)
+            if desc is None or getattr(param, "is_flag", False):
+                continue
+            annotation = desc.annotation
+            inner = get_args(annotation)[0] if get_origin(annotation) is list else annotation
+            word = "PATH" if desc.is_path or inner is Path else _TYPE_WORDS.get(getattr(inner, "__name__", ""), "VALUE")
+            param.display_type = lambda ctx, word=word: word
+            if param.param_type_name == "argument":
+                name = param.name.upper() + ("..." if param.nargs != 1 else "")
+                param._usage_display_name = lambda name=name, required=param.required: (
+                    name if required else f"[{name}]")
+
+
+_SINGLE_DASH = re.compile(r"-([A-Za-z][A-Za-z0-9]*[_-][A-Za-z0-9_-]*|[A-Za-z]{2,})(=.*)?")
+
+
+def _single_dash_options(group: Any, argv: list[str]) -> str | None:
+    """`-style_weight 100` (jcjohnson/neural-style's spelling): the message naming the option meant.
+
+    Only words that are one of our long options once given two dashes and dashes for
+    underscores are caught; anything else goes to click's own message."""
+    known = {opt for command in group.commands.values() for param in command.params for opt in param.opts}
+    found = []
+    for arg in argv:
+        if arg == "--":
+            break
+        match = _SINGLE_DASH.fullmatch(arg)
+        meant = "--" + match.group(1).replace("_", "-").lower() if match else None
+        if meant in known:
+            found.append(f"{arg.split('=')[0]}: did you mean {meant}?")
+    if not found:
+        return None
+    return ("unknown option " + "; ".join(found)
+            + " (long options take two dashes and hyphens: --style-weight 100)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line per error, exit codes 2 (user error) or 130 (interrupted)."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    command = typer.main.get_command(app)
+    _readable_help(command)
+    mistake = _single_dash_options(command, sys.argv[1:] if argv is None else argv)
+    if mistake:
+        print(f"error: {mistake}", file=sys.stderr)
+        sys.exit(2)
     try:
         # prog_name: hints read "nst-batch stylize --help" however the CLI was started.
-        code = app(args=argv, prog_name="nst-batch", standalone_mode=False)
+        code = command.main(args=argv, prog_name="nst-batch", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)   # typer.Exit(N) comes back as a return value outside standalone mode
     except NSTError as err:

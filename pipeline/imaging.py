@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from . import fault_hooks
+from . import encode16, fault_hooks
 from .errors import InputError, OutputError
 
 if TYPE_CHECKING:   # torch loads in read_image: validate, plan and status read headers only
@@ -45,19 +45,8 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
     antialiased resize does the rest: the full-size pixels are never held as floats (a 6000 × 4000 style
     image is 288 MB of them). See `decoded_long_side` for the size that comes back.
     """
-    import torch
-
     path = Path(path)
-    if path.is_symlink() and not path.exists():
-        raise InputError(f"broken symlink: {path} points to a missing file")
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if path.is_dir():
-        raise InputError(f"expected an image file, got a directory: {path}")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"cannot read {path}: permission denied (check the file's permissions)")
-    if path.stat().st_size == 0:
-        raise InputError(f"empty file: {path}")
+    _check_file(path)
     try:
         with warnings.catch_warnings():
             # MAX_PIXELS is the limit (checked below with the real size); Pillow's lower warning
@@ -85,6 +74,8 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
         raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    import torch   # only now (seconds to load): a missing or broken file is reported without it
+
     array = np.asarray(rgb, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)
     # Standard (N, C, H, W) strides, not the channels-last view of the HWC array: L-BFGS flattens
@@ -117,6 +108,58 @@ def decoded_long_side(long_side: int, long_side_hint: int | None) -> int:
     if not long_side_hint:
         return long_side
     return min(long_side, REDUCE_MARGIN * long_side_hint + 1)
+
+
+def _check_file(path: Path) -> None:
+    """What the file system says before Pillow looks: missing, a folder, unreadable, empty."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"broken symlink: {path} points to a missing file")
+    if not path.exists():
+        raise InputError(f"image not found: {path}")
+    if path.is_dir():
+        raise InputError(f"expected an image file, got a directory: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied (check the file's permissions)")
+    if path.stat().st_size == 0:
+        raise InputError(f"empty file: {path}")
+
+
+# The bytes a whole file of these formats ends with: JPEG's EOI marker, PNG's IEND chunk (its
+# type and CRC). A file cut short by a failed copy or download lacks them.
+_TRAILERS = {"JPEG": (b"\xff\xd9",), "PNG": (b"IEND\xaeB`\x82",)}
+
+
+def check_image_header(path: str | Path) -> None:
+    """Raise InputError when `path` is not an image a job could read, without decoding it.
+
+    Caught: a missing, empty, unreadable or folder path; a file Pillow cannot identify (text,
+    another format); a size over MAX_PIXELS or beyond MAX_ASPECT; a JPEG or PNG cut short
+    (its end marker missing). Not caught: damage inside the compressed data of a whole-length
+    file; such a job fails when it runs, with the decoder's message. Reads the header and the
+    last bytes only (milliseconds for any size)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                size, fmt = img.size, img.format
+    except Image.DecompressionBombError:
+        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
+                         "downscale it first") from None
+    except UnidentifiedImageError:
+        raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    _check_geometry(path, size)
+    trailers = _TRAILERS.get(fmt or "")
+    if trailers:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 16))
+            tail = f.read().rstrip(b"\x00")   # some cameras pad JPEGs with zeros after EOI
+        if not tail.endswith(trailers):
+            raise InputError(f"truncated or corrupt image: {path} (the {fmt} file ends before its end "
+                             "marker: copy or export it again)")
 
 
 def image_shape(path: str | Path) -> tuple[int, int] | None:
@@ -209,6 +252,44 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, "RGB")
 
 
+def uint16_bands(image: torch.Tensor, alpha: np.ndarray | None = None) -> Iterable[np.ndarray]:
+    """(rows, W, 3) uint16 bands of a (1, 3, H, W) or (3, H, W) image in [0, 1], straight from the
+    float result (no 8-bit step), _BAND_ROWS at a time as in `to_pil`; (rows, W, 4) with `alpha`."""
+    if image.dim() == 4:
+        image = image[0]
+    image = image.detach()
+    for top in range(0, image.shape[-2], _BAND_ROWS):
+        band = image[:, top:top + _BAND_ROWS].float().clamp(0, 1).mul_(65535).round_()
+        rgb = band.permute(1, 2, 0).cpu().numpy().astype(np.uint16)
+        if alpha is not None:
+            a = np.round(alpha[top:top + _BAND_ROWS] * 65535).astype(np.uint16)
+            rgb = np.concatenate([rgb, a[..., None]], axis=2)
+        yield np.ascontiguousarray(rgb)
+
+
+def read_alpha(path: str | Path, height: int, width: int) -> np.ndarray | None:
+    """The content image's transparency, resized exactly to the output, as (H, W) float32 in
+    [0, 1]; None when it has none. The stylized pixels were computed on the image composited on
+    white (`read_image`); this puts the alpha back over them."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and "transparency" not in img.info:
+            return None
+        alpha = img.convert("RGBA").getchannel("A")
+    if alpha.getextrema() == (255, 255):   # an alpha channel that hides nothing: keep outputs opaque
+        return None
+    resized = alpha.resize((width, height), Image.Resampling.LANCZOS)
+    return np.asarray(resized, dtype=np.float32) / 255.0
+
+
+DEFAULT_TIFF_DPI = 300   # what print shops assume; Pillow reads a TIFF without one as 1 dpi
+
+
+def effective_dpi(fmt: str, dpi: int | None) -> int | None:
+    """The resolution written in the file: `dpi`, else 300 for TIFF, else none (screen images)."""
+    return dpi if dpi is not None else DEFAULT_TIFF_DPI if fmt == "tiff" else None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -258,26 +339,46 @@ def remove_partial_writes(paths: Iterable[Path]) -> int:
 
 
 def save_image(image: torch.Tensor, path: str | Path, fmt: str = "png", quality: int = 95,
-               metadata: dict[str, Any] | None = None) -> Path:
+               metadata: dict[str, Any] | None = None, dpi: int | None = None, bit_depth: int = 8,
+               alpha: np.ndarray | None = None) -> Path:
     """Save atomically as PNG (parameters in a text chunk), JPEG (in the comment) or TIFF (in
-    the ImageDescription tag, LZW-compressed), always tagged with an sRGB ICC profile."""
+    the ImageDescription tag, LZW-compressed), always tagged with an sRGB ICC profile and, where
+    `effective_dpi` gives one, a resolution. bit_depth 16 (PNG, TIFF): encode16.py. `alpha`
+    ((H, W) in [0, 1], `read_alpha`) is written as a fourth channel by PNG and TIFF; JPEG has
+    none (the caller warns)."""
     path = Path(path)
-    pil = to_pil(image)
-    buffer = io.BytesIO()
+    if fmt == "jpeg":
+        alpha = None
     text = json.dumps(metadata or {}, sort_keys=True)
-    if fmt == "png":
-        info = PngInfo()
-        info.add_text("nst-batch", text)
-        pil.save(buffer, format="PNG", pnginfo=info, icc_profile=SRGB_ICC)
-    elif fmt == "jpeg":
-        pil.save(buffer, format="JPEG", quality=quality, comment=text.encode(), icc_profile=SRGB_ICC)
-    elif fmt == "tiff":
-        pil.save(buffer, format="TIFF", compression="tiff_lzw", icc_profile=SRGB_ICC,
-                 tiffinfo={_TIFF_DESCRIPTION: text})
+    dpi = effective_dpi(fmt, dpi)
+    if bit_depth == 16:
+        if fmt not in ("png", "tiff"):
+            raise OutputError(f"bit_depth 16 needs a .png or .tif output; {fmt.upper()} stores 8 bits")
+        height, width = image.shape[-2:]
+        encode = encode16.png16 if fmt == "png" else encode16.tiff16
+        data = encode(uint16_bands(image, alpha), width, height, dpi, SRGB_ICC, text,
+                      channels=3 if alpha is None else 4)
     else:
-        raise OutputError(f"unknown output format {fmt!r}; use png, jpeg or tiff")
+        pil = to_pil(image)
+        if alpha is not None:
+            pil.putalpha(Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L"))
+        buffer = io.BytesIO()
+        resolution = {"dpi": (dpi, dpi)} if dpi else {}
+        if fmt == "png":
+            info = PngInfo()
+            info.add_text("nst-batch", text)
+            pil.save(buffer, format="PNG", pnginfo=info, icc_profile=SRGB_ICC, **resolution)
+        elif fmt == "jpeg":
+            pil.save(buffer, format="JPEG", quality=quality, comment=text.encode(), icc_profile=SRGB_ICC,
+                     **resolution)
+        elif fmt == "tiff":
+            pil.save(buffer, format="TIFF", compression="tiff_lzw", icc_profile=SRGB_ICC,
+                     tiffinfo={_TIFF_DESCRIPTION: text}, **resolution)
+        else:
+            raise OutputError(f"unknown output format {fmt!r}; use png, jpeg or tiff")
+        data = buffer.getvalue()
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, data)
     except OSError as err:
         raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
     return path

@@ -55,6 +55,9 @@ class Params:
                                        # this fraction over 25 evaluations (0: use every step)
     format: str = "png"                # png | jpeg
     quality: int = 95                  # JPEG quality
+    dpi: int | None = None             # print resolution written in the file; None: 300 for TIFF,
+                                       # none for PNG/JPEG (imaging.effective_dpi)
+    bit_depth: int = 8                 # 8 | 16 (16: PNG or TIFF, from the float result)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -153,11 +156,15 @@ def _check_one(key: str, value: Any) -> str | None:
     default = getattr(DEFAULTS, key)
     if (key, value) in (("size", "native"), ("multiscale", "auto")):
         return None
-    if key in ("size", "steps", "multiscale", "quality", "seed"):
+    if key == "dpi" and value is None:
+        return None
+    if key == "bit_depth":
+        return None if value in (8, 16) and not isinstance(value, bool) else f"expected 8 or 16, got {show_value(value)}"
+    if key in ("size", "steps", "multiscale", "quality", "seed", "dpi"):
         if not isinstance(value, int) or isinstance(value, bool):
             return f"expected an integer, got {show_value(value)}"
         low, high = {"size": (16, MAX_SIZE), "steps": (1, 1_000_000), "multiscale": (1, 8),
-                     "quality": (1, 100), "seed": (0, 2**63 - 1)}[key]
+                     "quality": (1, 100), "dpi": (1, 100_000), "seed": (0, 2**63 - 1)}[key]
         if not low <= value <= high:
             return f"must be between {low} and {high}, got {value}"
     elif key in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "style_scale", "lr",
@@ -203,6 +210,9 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
         if slw is not None and len(slw) != len(sl):
             problems.append(("style_layer_weights",
                              f"has {len(slw)} values but style_layers has {len(sl)} layers"))
+        if merged["bit_depth"] == 16 and merged["format"] == "jpeg":
+            problems.append(("bit_depth", "16 needs a PNG or TIFF output (format png or tiff, .png or .tif; "
+                                          "JPEG stores 8 bits), or bit_depth 8"))
     if problems:
         raise ParamError("; ".join(f"{k}: {m}" for k, m in problems))
     for key in ("content_layers", "style_layers", "style_layer_weights"):

@@ -79,6 +79,8 @@ class _Checker:
     """Checks the plain data of one manifest; every problem goes to the report."""
 
     def __init__(self, source: Path, report: Report):
+        self.valid_params: dict[str, Any] = {}                   # for checks past other errors
+        self.valid_grid: list[tuple[str, tuple[Any, ...]]] = []
         self.source, self.report = source, report
         self.base = resolve(source.parent) or source.parent
         self.output: Path | None = None
@@ -128,6 +130,8 @@ class _Checker:
                          "split it into several manifests")
         if params is not None and grid is not None and len(self.report) == before and combos <= MAX_JOBS:
             self._combined(params, grid)
+        else:   # every problem at once: the layer-count check still runs on the keys that are valid
+            self._layer_weight_counts()
         devices = self._devices(data)
         workers = self._int(("workers_per_device",), data.get("workers_per_device", 1), 1, 64)
         retries = self._int(("retries",), data.get("retries", 2), 0, 100)
@@ -284,6 +288,7 @@ class _Checker:
                 self.add(path + (key,), "unknown parameter" + suggest(key, PARAM_NAMES))
             else:
                 out[key] = self._param(path + (key,), key, item)
+        self.valid_params = {k: v for k, v in out.items() if v is not INVALID}
         return None if INVALID in out.values() or len(out) < len(value) else out
 
     def _grid(self, value: Any) -> list[tuple[str, tuple[Any, ...]]] | None:
@@ -311,7 +316,18 @@ class _Checker:
                 checked = tuple(self._param(kpath + (i,), key, v) for i, v in enumerate(values))
                 ok = ok and INVALID not in checked
                 grid.append((key, checked))
+                if INVALID not in checked:
+                    self.valid_grid.append((key, checked))
         return grid if ok else None
+
+    def _layer_weight_counts(self) -> None:
+        """style_layer_weights against style_layers, from their valid values alone: reported even
+        when another key of the manifest has an error."""
+        keys = ("style_layers", "style_layer_weights")
+        params = {k: v for k, v in self.valid_params.items() if k in keys}
+        grid = [(k, values) for k, values in self.valid_grid if k in keys]
+        if "style_layer_weights" in params or any(k == "style_layer_weights" for k, _ in grid):
+            self._combined(params, grid)
 
     def _combined(self, params: dict[str, Any], grid: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Checks between parameters (style_layer_weights vs style_layers) for every combination."""

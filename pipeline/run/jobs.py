@@ -112,6 +112,12 @@ def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip:
     if clip is None:
         # temporal_weight cannot change a photo: keep photo ids what they were before clips.
         del values["temporal_weight"]
+    # dpi and bit_depth change the file (so a result written with others is not reused), but at
+    # their defaults they leave the id what it was before they existed: earlier runs resume.
+    if values["dpi"] is None:
+        del values["dpi"]
+    if values["bit_depth"] == 8:
+        del values["bit_depth"]
     spec = {
         "algorithm": ALGORITHM_VERSION,
         "content": input_identity(content) if clip is None else clip_sha256(clip),

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import calibrate as calibrate_mod, memory
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
@@ -20,7 +20,7 @@ from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .devices import check_devices
 from .grouping import content_shape, job_stages
-from .index import ResultsIndex
+from .print_size import print_sizes
 from .index_repair import open_for_run_repaired
 from .jobs import Job, safe_join
 from .output_lock import LOCK_NAME, BusyError, hold_output  # noqa: F401 - BusyError, LOCK_NAME: re-exported
@@ -31,9 +31,9 @@ from ..views.progress import RunDisplay
 from .listener import RunListener, final_paths
 from .runlog import RunLog
 from ..views.live import LIVE_EVERY
-from ..executors.base import ExecutorOptions, Slot, StopFlags
+from ..executors.base import ExecutorOptions, StopFlags
 from ..executors.local import LocalExecutor, plan_slots
-from .records import JobRecord, failed_record, write_sidecar
+
 
 @dataclass
 class JobState:
@@ -100,6 +100,7 @@ class RunOptions:
     memory_limit: int | None = None      # bytes per worker for the memory planner (run/memory.py)
     live_every: float = LIVE_EVERY       # seconds between rewrites of the live gallery (0: at the end only)
     save_every: int | None = None        # intermediate images every N evaluations; None: the manifest's
+    quiet: bool = False                  # no live view or per-job lines: failures and the summary
 
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
@@ -163,7 +164,12 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         "kept_failed": 0 if options.force or options.retry_failed else len(state.failed),
         "to_run": len(todo), "workers": [s.device for s in slots]}
     if options.dry_run:
-        return {**summary, "dry_run": True, "todo": [j.job_id for j in todo]}
+        # What the memory planner would refuse, as `plan` shows it: counted before the night.
+        _, rows = memory_plan_rows(manifest, todo, options.memory_limit)
+        refused = [row for row in rows if row["mode"] == "refused"]
+        return {**summary, "dry_run": True, "todo": [j.job_id for j in todo],
+                "refused_jobs": sum(row["jobs"] for row in refused),
+                "refused": [f"{row['jobs']} job(s) at {row['size']}: {row['notes']}" for row in refused]}
     # Temp files of writers killed in an earlier run (kill -9, power loss): hidden, never under a
     # final name, and no live process writes them (the lock, or the job's own shard).
     remove_partial_writes(final_paths(out, todo))
@@ -183,7 +189,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
         if not todo:
             return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
                     "warnings": warnings + _index_warning(index)}
-        display = display or RunDisplay(len(todo), slots, live=options.live,
+        display = display or RunDisplay(len(todo), slots, live=options.live, quiet=options.quiet,
                                         work={j.job_id: job_stages(j) for j in todo})
         log = RunLog(out, warn=display.message)
         log.write("run", f"{len(todo)} job(s) to run of {len(jobs)} ({summary['skipped_done']} done, "
@@ -307,19 +313,20 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None, calibrate:
             keys.setdefault(key.digest(), cache.path_for(key).exists())
     budget, memory_rows = memory_plan_rows(manifest, jobs)
     return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
-            "memory_budget": budget, "memory": memory_rows,
+            "memory_budget": budget, "memory": memory_rows, "print_sizes": print_sizes(jobs),
             "time": time_plan(manifest, state.pending, calibrate),
             "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),
             "targets_cached": sum(keys.values()), "cache_dir": str(cache.root),
             "to_run": len(state.pending), "failed": len(state.failed), "done": len(state.done)}
 
 
-def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, list[dict[str, Any]]]:
+def memory_plan_rows(manifest: Manifest, jobs: list[Job],
+                     limit: int | None = None) -> tuple[int | None, list[dict[str, Any]]]:
     """The memory planner's choice for each job, as a worker on the manifest's first device would
     make it now (its budget: memory_limit, else free memory shared among workers_per_device)."""
     device = _plan_device(manifest)
     return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
-                            manifest.workers_per_device, manifest.memory_limit)
+                            manifest.workers_per_device, limit or manifest.memory_limit)
 
 
 def _plan_device(manifest: Manifest) -> str:

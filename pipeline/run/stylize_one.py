@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .cache import StyleTargetCache
@@ -19,7 +18,7 @@ from .grouping import job_stages
 from ..imaging import read_image
 from .jobs import make_job
 from ..params import params_from_mapping
-from .worker import JobRunner, resolve_device
+from ..views.console import make_console
 
 
 def _format_for(output: Path) -> str:
@@ -64,10 +63,13 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     weights_id(params.weights)
     if _is_an_input(output, inputs):   # an --init image is an input too
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
+    # Only now load torch (seconds): every mistake above was reported without it.
+    from .worker import JobRunner, resolve_device
+
     job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
     runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache),
                        memory_limit=memory_limit, save_every=save_every)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     start = time.perf_counter()
     if not show_progress:
         record = runner.run(job, output, None)

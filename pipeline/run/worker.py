@@ -328,7 +328,12 @@ class JobRunner:
         job, p = item.job, item.job.params
         meta = {"job_id": job.job_id, "params": p.to_dict(), "nst_batch": __version__}
         fault_hooks.at_save(job.job_id)   # test-only
-        imaging.save_image(result.image, item.image_path, p.format, p.quality, meta)
+        height, width = result.image.shape[-2:]
+        alpha = imaging.read_alpha(job.content, height, width) if job.clip is None else None
+        if alpha is not None and p.format == "jpeg":
+            log.warning("%s: its transparency is not kept in a JPEG output (composited on white); "
+                        "use format png or tiff to keep it", job.content)
+        imaging.save_image(result.image, item.image_path, p.format, p.quality, meta, p.dpi, p.bit_depth, alpha)
         return done_record(job, losses=result.losses, steps=result.steps, width=int(result.image.shape[-1]),
                            height=int(result.image.shape[-2]), device=str(self.device),
                            started_at=item.started_at, seconds=time.perf_counter() - item.t0,

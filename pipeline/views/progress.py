@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from ..run.jobs import Job
+from .console import make_console
 from .eta import EtaModel, Stages, format_eta
 
 if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
@@ -32,14 +33,16 @@ class RunDisplay:
     """Counts done / failed / remaining and shows each worker's job, step and loss."""
 
     def __init__(self, total: int, slots: list[Slot], console: Console | None = None,
-                 live: bool | None = None, work: Mapping[str, Stages] | None = None, clock=time.monotonic):
-        self.console = console or Console()
+                 live: bool | None = None, quiet: bool = False, work: Mapping[str, Stages] | None = None,
+                 clock=time.monotonic):
+        self.console = console or make_console()
+        self.quiet = quiet   # `run -q`: failures, retries and warnings only (and the summary, by the caller)
         # rich's own estimate looks at the last 30 s only and never has a speed when jobs take
         # longer: the ETA comes from the run's measured throughput instead (views/eta.py).
         self.eta = EtaModel(clock)
         for job_id, stages in (work or {}).items():   # job_id -> (pixels, evaluations) per stage
             self.eta.add(job_id, stages)
-        self.live_mode = sys.stdout.isatty() if live is None else live
+        self.live_mode = not quiet and (sys.stdout.isatty() if live is None else live)
         self.total, self.done, self.failed = total, 0, 0
         self.workers: dict[int, str] = {s.index: "starting" for s in slots}
         self.slots = {s.index: s for s in slots}
@@ -80,7 +83,7 @@ class RunDisplay:
                         failed=self.failed, remaining=remaining, eta=eta)
         if self.live:
             self.live.update(self._render())
-        elif time.time() - self._last_plain >= PLAIN_EVERY:
+        elif not self.quiet and time.time() - self._last_plain >= PLAIN_EVERY:
             self._last_plain = time.time()
             busy = "; ".join(f"w{i}: {text}" for i, text in self.workers.items() if text != "idle")
             self.console.print(f"[{time.time() - self.started:7.0f}s] done {self.done} · failed "
@@ -111,7 +114,7 @@ class RunDisplay:
         self.done += 1
         if slot_index is not None:
             self.workers[slot_index] = "idle"
-        if not self.live:
+        if not self.live and not self.quiet:
             self.message(f"done   {short(job)}  {record['seconds']:.1f}s  loss {record['loss_total']:.4g}  "
                          f"{self.eta_text()}")
         self._refresh()

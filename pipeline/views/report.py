@@ -5,11 +5,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+from .console import make_console
+
+console = make_console()
+errors = make_console(stderr=True)
 
 
 def print_plan(plan: dict[str, Any]) -> None:
@@ -26,6 +27,8 @@ def print_plan(plan: dict[str, Any]) -> None:
                   f"{plan['cache_dir']}")
     if "time" in plan:
         console.print(time_line(plan["time"]), soft_wrap=True, markup=False, highlight=False)
+    for line in plan.get("print_sizes", []):   # the resolution in the file: what a print shop reads
+        console.print(f"print: {line}")
     if plan.get("memory"):
         budget = plan["memory_budget"]
         table = Table(title="memory plan per job (budget: "
@@ -56,7 +59,8 @@ def time_line(row: dict[str, Any] | None) -> str:
             f"{row['throughput']:.3g} px-evals/s; cached {when})")
 
 
-def print_status(manifest_path: Path) -> None:
+def print_status(manifest_path: Path) -> int:
+    """Print the counts and the failures; returns the exit code (docs/cli.md, "Exit codes")."""
     from ..run.orchestrate import classify, prepare
 
     manifest, jobs = prepare(manifest_path)
@@ -66,26 +70,44 @@ def print_status(manifest_path: Path) -> None:
     for job in state.failed:
         record = state.records[job.job_id]
         console.print(f"  {record.get('status')} {job.job_id} {Path(job.content).name}: {record.get('error')}")
+    return status_code(len(state.failed), len(state.pending))
+
+
+EXIT_DONE, EXIT_FAILED, EXIT_REFUSED, EXIT_PENDING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def status_code(failed: int, pending: int) -> int:
+    """`status`: 0 all done, 1 some job failed (kept or new), 3 some pending and none failed."""
+    return EXIT_FAILED if failed else EXIT_PENDING if pending else EXIT_DONE
 
 
 def finish_run(summary: dict[str, Any]) -> int:
-    """Print the end-of-run summary; returns the exit code (0 all good, 1 failures, 130 interrupted)."""
+    """Print the end-of-run summary; returns the exit code: 0 all done, 1 some job failed (in
+    this run or kept from an earlier one), 130 interrupted (jobs left pending)."""
     if summary.get("dry_run"):
+        refused, refused_jobs = summary.get("refused", []), summary.get("refused_jobs", 0)
         console.print(f"dry run: {summary['jobs']} job(s), {summary['skipped_done']} already done, "
-                      f"{summary['kept_failed']} failed before (kept), {summary['to_run']} would run "
-                      f"on {len(summary['workers'])} worker(s): {', '.join(summary['workers'])}")
-        return 0
+                      f"{summary['kept_failed']} failed before (kept), "
+                      f"{summary['to_run'] - refused_jobs} would run"
+                      + (f", {refused_jobs} would be refused by the memory planner" if refused else "")
+                      + f" on {len(summary['workers'])} worker(s): {', '.join(summary['workers'])}")
+        for line in refused:   # what `plan` shows in its memory table, before the night, not during it
+            errors.print(f"refused: {line}", markup=False)
+        # As the run would end: failures kept or to come are exit 1 (refused jobs fail at run time).
+        return EXIT_FAILED if refused or summary["kept_failed"] else EXIT_DONE
     kept = f", {summary['kept_failed']} failed earlier (--retry-failed reruns them)" if summary["kept_failed"] else ""
+    pending = summary.get("to_run", 0) - summary.get("done", 0) - summary.get("failed", 0)
     console.print(f"{summary['output']}: {summary['jobs']} job(s): {summary['skipped_done']} already done{kept}; "
                   f"this run: {summary.get('done', 0)} done, {summary.get('failed', 0)} failed"
+                  + (f", {pending} pending" if summary.get("interrupted") else "")
                   + (f", {summary['retried']} retried" if summary.get("retried") else ""))
     for retired in summary.get("retired", []):   # a sick device: its jobs ran on the others
         errors.print(f"warning: {retired}", soft_wrap=True, markup=False)
     for view in summary.get("views", []):
         console.print(f"wrote {view}")
     for warning in summary.get("warnings", []):   # a full disk: what was not written, and the fix
-        errors.print(f"warning: {warning}", soft_wrap=True, markup=False)
+        errors.print(f"warning: {warning}", markup=False)
     if summary.get("interrupted"):
-        console.print("interrupted: rerun the same command to finish the rest")
-        return 130
-    return 1 if summary.get("failed") else 0
+        console.print(f"interrupted: rerun the same command to finish the rest ({pending} job(s) pending)")
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if summary.get("failed") or summary["kept_failed"] else EXIT_DONE

@@ -82,6 +82,7 @@ def test_ctrl_c_once_finishes_running_jobs_twice_stops_them_and_a_rerun_finishes
     assert once.wait() == 130, once.describe()
     assert "interrupted: rerun the same command to finish the rest" in once.stdout
     assert "4 job(s): 0 already done; this run: " in once.stdout               # the summary
+    assert "this run: 2 done, 0 failed, 2 pending" in " ".join(once.stdout.split())   # what is left
     assert "Traceback" not in once.stdout + once.stderr
     assert_no_orphans(once)
     after_once = finished(out)
