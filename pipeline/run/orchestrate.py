@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from filelock import FileLock, Timeout
 
-from . import memory
+from . import budget
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
@@ -371,7 +371,7 @@ def memory_plan_rows(manifest: Manifest, jobs: list[Job]) -> tuple[int | None, l
     nvidia = os.path.exists("/proc/driver/nvidia/version")
     device = devices[0] if isinstance(devices, tuple) else (
         "cuda:0" if devices == "auto" and nvidia and _cuda_count() else "cpu")
-    return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
+    return budget.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
                             manifest.workers_per_device, manifest.memory_limit)
 
 
