@@ -16,7 +16,6 @@ fits the budget, and each job of the batch records that batch's plan (`MemoryPla
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +26,6 @@ from . import memory
 
 if TYPE_CHECKING:
     import torch
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
