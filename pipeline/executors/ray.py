@@ -193,11 +193,11 @@ class RayExecutor(Executor):
     def start_slot(self, slot: Slot) -> None:
         options: dict[str, Any] = {"max_concurrency": 2, "num_cpus": 1}
         device = slot.device
+        gpus = int(self.ray.cluster_resources().get("GPU", 1))
+        sharing = actors_sharing(self.slots, slot, self.ray.nodes(), gpus)
         if device.startswith("cuda"):
             # Ray picks the GPU and sets CUDA_VISIBLE_DEVICES: inside, it is always cuda:0.
-            share = math.ceil(sum(s.device.startswith("cuda") for s in self.slots)
-                              / max(1, int(self.ray.cluster_resources().get("GPU", 1))))
-            options["num_gpus"] = 1 / max(1, share)
+            options["num_gpus"] = 1 / sharing
             device = "cuda:0"
         else:
             options["num_cpus"] = max(1, slot.threads)
@@ -205,7 +205,7 @@ class RayExecutor(Executor):
         if fault_hooks.forwarded_env():
             options["runtime_env"] = {"env_vars": fault_hooks.forwarded_env()}
         handle = self.actor_class.options(**options).remote(device, self.cache, slot.threads,
-                                                            self.options.worker_options(), self.run_id)
+                                                            self.options.worker_options(sharing), self.run_id)
         self.actors[slot.index] = _Actor(handle, ready_ref=handle.node.remote())
 
     def send(self, slot: Slot, jobs: list[Job]) -> None:
@@ -319,6 +319,19 @@ class RayExecutor(Executor):
             # Inside the caller's Ctrl-C handling, not in Ray's atexit hook, where a second
             # Ctrl-C would print a traceback.
             _disconnect(self.ray)
+
+
+def actors_sharing(slots: list[Slot], slot: Slot, nodes: list[dict[str, Any]], gpus: int) -> int:
+    """How many actors share the memory `slot`'s actor plans with (its budget is the free memory
+    it sees divided by this). A GPU actor: the actors one GPU holds (each asks for 1/share of
+    one). A CPU actor: the most CPU actors one alive node can hold (each reserves `threads`
+    CPUs; ray.nodes() says how many each node has), at most all of them: Ray places actors
+    itself, so an actor plans for the fullest node."""
+    if slot.device.startswith("cuda"):
+        return max(1, math.ceil(sum(s.device.startswith("cuda") for s in slots) / max(1, gpus)))
+    cpu_actors = sum(s.device == "cpu" for s in slots)
+    per_node = [int(n.get("Resources", {}).get("CPU", 1)) // max(1, slot.threads) for n in nodes if n.get("Alive")]
+    return max(1, min(cpu_actors, max(per_node, default=cpu_actors)))
 
 
 def _first_line(err: BaseException) -> str:

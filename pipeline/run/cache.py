@@ -82,6 +82,12 @@ def style_side(params: Params, stage_side: int, style_shape: tuple[int, int] | N
     return side
 
 
+def style_read_hint(params: Params, path: str) -> int:
+    """The largest side a job resizes style image `path` to: its final stage's (`style_side`
+    grows with the stage), so `read_image` may decode it reduced to about twice that."""
+    return style_side(params, params.size, image_shape(path))
+
+
 class StyleTargetCache:
     """Disk cache of Gram targets with an in-process LRU in front of it.
 

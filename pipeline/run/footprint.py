@@ -38,9 +38,10 @@ def measure_footprint(feats: VGGFeatures, params: Params, h: int, w: int, device
     return int(peak + state + 4 * 3 * h * w * 4)
 
 
-def fitting(footprint: int, device: torch.device, limit: int = MAX_BATCH) -> int:
-    """Jobs of `footprint` bytes each that fit on `device` now (at least 1, at most `limit`)."""
-    free = memory.free_bytes(device) or 0
+def fitting(footprint: int, device: torch.device, limit: int = MAX_BATCH, budget: int | None = None) -> int:
+    """Jobs of `footprint` bytes each that fit (at least 1, at most `limit`) in `budget` (a
+    worker's share, run/budget.py), or when it is None in what `device` has free now."""
+    free = (memory.free_bytes(device) if budget is None else budget) or 0
     return max(1, min(limit, int(FILL * free // max(1, footprint))))
 
 

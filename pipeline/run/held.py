@@ -12,7 +12,7 @@ from __future__ import annotations
 from .. import imaging
 from ..engine.layers import scaled_size
 from .jobs import Job
-from .targets import style_read_hint
+from .cache import style_read_hint
 
 RGB_FLOAT = 3 * 4     # bytes a pixel of a decoded (1, 3, H, W) float32 image
 

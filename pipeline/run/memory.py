@@ -29,6 +29,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,8 @@ from ..errors import DeviceError
 from ..engine import tile_grid
 from ..engine.layers import LAYER_INDEX, LAYER_NAMES, scaled_size
 from .cache import style_side
+from .cpu_memory import cpu_free as _cpu_free
+from .plan_cost import plan_cost, stage_work
 from ..params import LBFGS_HISTORY, Params
 
 if TYPE_CHECKING:
@@ -52,12 +55,19 @@ GB = 1e9
 _TILED_VECTORS = 6
 _TILED_NETWORK = 1.25
 CPU_WORKER_BASE = 900 * 2**20    # RSS of a CPU worker with torch and VGG-19 loaded, measured
+CUDA_WORKER_BASE = 256 * 2**20   # a CUDA worker's allocations before a job: VGG-19's weights, cuDNN
 
 
 def _channels(name: str) -> int:
     return _BLOCK_CHANNELS[int(name[4]) - 1]      # conv3_1, relu3_1, pool3: block 3
 
 
+@lru_cache(maxsize=64)
+def _halo(layers: tuple[str, ...]) -> int:
+    return tile_grid.halo(layers)    # cached: the planner asks for it thousands of times per job
+
+
+@lru_cache(maxsize=64)
 def activation_floats(deepest: str) -> float:
     """Floats per output pixel that one forward pass to `deepest` leaves for backward."""
     total, scale = 0.0, 1.0
@@ -92,7 +102,7 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
         per_pixel += 2 * 3 * history + 4 * 3
     else:
         per_pixel += 3 * 3
-    per_pixel += sum(_channels(n) / 4.0 ** _pools_before(n) for n in params.content_layers)
+    per_pixel += _targets_floats(tuple(params.content_layers))
     grams = sum(3 * _channels(n) ** 2 for n in params.style_layers)
     if tile is not None:
         network *= _TILED_NETWORK
@@ -104,14 +114,20 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
 def style_bytes(params: Params, tile: int | None = None) -> int:
     """Peak of the style image's forward pass (no autograd: about three conv1 activations live)."""
     side = style_side(params, params.size)
-    seen = side ** 2 if tile is None else min(side, tile + 2 * tile_grid.halo(params.style_layers)) ** 2
+    seen = side ** 2 if tile is None else min(side, tile + 2 * _halo(tuple(params.style_layers))) ** 2
     return int(3 * 64 * seen * FLOAT + 3 * side ** 2 * FLOAT)
 
 
 def _crop_pixels(h: int, w: int, tile: int, layers: list[str]) -> int:
     """The largest crop (core plus halo on both sides) a tile of `tile` px reads."""
-    reach = tile + 2 * tile_grid.halo(layers)
+    reach = tile + 2 * _halo(tuple(layers))
     return min(h, reach) * min(w, reach)
+
+
+@lru_cache(maxsize=64)
+def _targets_floats(content_layers: tuple[str, ...]) -> float:
+    """Floats per output pixel of the content targets."""
+    return sum(_channels(n) / 4.0 ** _pools_before(n) for n in content_layers)
 
 
 def _pools_before(name: str) -> int:
@@ -132,43 +148,6 @@ def free_bytes(device: torch.device | str) -> int | None:
     return _cpu_free() if device.type == "cpu" else None
 
 
-def _cpu_free() -> int | None:
-    candidates = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
-    return min(candidates) if candidates else None
-
-
-def _meminfo_available() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _cgroup_available() -> int | None:
-    """A container's or Slurm job's memory limit minus its use (page cache it may drop counts free)."""
-    for limit_file, usage_file, cache_key in (
-            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "inactive_file"),
-            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
-             "total_inactive_file")):
-        try:
-            raw = Path(limit_file).read_text().strip()
-            if raw == "max" or int(raw) >= 2**60:
-                return None
-            usage = int(Path(usage_file).read_text())
-            stat = Path(limit_file).with_name("memory.stat").read_text().split()
-            cache = int(stat[stat.index(cache_key) + 1]) if cache_key in stat else 0
-            return max(0, int(raw) - usage + cache)
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def _gb(n: float) -> str:
     value = n / GB
     return f"{value:.1f}" if value < 100 else f"{math.floor(value):,}"
@@ -177,13 +156,11 @@ def _gb(n: float) -> str:
 # ----------------------------------------------------------------------------- the planner
 
 HISTORIES = (LBFGS_HISTORY, 50, 20, 10, 5)   # L-BFGS histories the planner tries, longest first
-GOOD_TILE = 256          # below this core size the halo costs more than the tile: try a shorter history first
+GOOD_TILE = 256          # the style image's tile when the job itself runs whole
 # The planner fills at most this share of the budget. The rest is for the C allocator: glibc
 # keeps freed blocks of the tiles' varying sizes in its heap, so the resident set runs a few
 # per cent above the bytes alive (measured at 12 MP: docs/performance.md).
 PLAN_FRACTION = 0.95
-WHOLE = 2**31            # a tile floor no image reaches: whole image or nothing
-FAIR_TILE = 128          # halo overhead about 3.5× the pixels per pass: still better than Adam
 MIN_TILE = 32
 CUDA_MARGIN = 512 * 2**20    # the CUDA context, cuDNN workspaces and fragmentation we do not model
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -223,15 +200,22 @@ def process_rss() -> int:
         return 0
 
 
-def job_budget(limit: int | None, device: str, sharing: int = 1) -> tuple[int | None, int]:
-    """What one job may plan for. With a `limit` (--memory-limit, manifest memory_limit) the
-    whole worker process must stay within it on CPU: the job gets the limit less what the
-    process holds already (torch, weights). Without one, the free memory is the budget: it
-    already excludes what this process holds. Returns (budget, bytes held counted against it)."""
+def worker_base(device: str) -> int:
+    """What a worker holds before any job, counted against a memory limit: on CPU the process
+    (torch, Python, the network's weights), on CUDA the network's weights and workspaces."""
+    return CPU_WORKER_BASE if str(device) == "cpu" else CUDA_WORKER_BASE
+
+
+def job_budget(limit: int | None, device: str, sharing: int = 1, held: int = 0) -> tuple[int | None, int]:
+    """What a worker's jobs may plan for, the same for every job of the worker (and for `plan`).
+    With a `limit` (--memory-limit, manifest memory_limit; per worker) the whole worker must
+    stay within it: the limit less worker_base, or less `held` (what the worker measured it
+    holds) when that is more. Without one: the device's free memory shared among the
+    `sharing` workers on it. Returns (budget, bytes held counted against it)."""
     if limit is None:
         return default_budget(device, sharing), 0
-    held = process_rss() if str(device) == "cpu" else 0
-    return max(0, limit - held), held
+    base = max(worker_base(device), held)
+    return max(0, limit - base), base
 
 
 def default_budget(device: torch.device | str, sharing: int = 1) -> int | None:
@@ -256,42 +240,75 @@ class MemoryPlan:
     peak: int                         # estimated bytes
     budget: int | None                # what it had to fit in; None: unknown, nothing checked
     notes: tuple[str, ...] = ()       # what the planner changed, in words
+    batch: int = 1                    # jobs that run together under this plan; `peak` is theirs together
 
     def describe(self) -> dict[str, Any]:
         final = self.tiles[-1] if self.tiles else None
         return {"mode": "whole" if final is None else f"tiles of {final} px", "tiles": list(self.tiles),
                 "style_tile": self.style_tile, "optimizer": self.optimizer, "lbfgs_history": self.history,
-                "estimated_peak_bytes": self.peak, "budget_bytes": self.budget, "notes": list(self.notes)}
+                "estimated_peak_bytes": self.peak, "budget_bytes": self.budget, "batch": self.batch,
+                "notes": list(self.notes)}
 
 
-def _best_tile(params: Params, shape: tuple[int, int], budget: int, floor: int, history: int,
-               optimizer: str, bf16: bool) -> tuple[int | None, int] | None:
-    """(tile or None for whole, peak) for the final size: whole if it fits, else the largest tile ≥ floor."""
+def _cheapest_tile(params: Params, shape: tuple[int, int], room: int, history: int, optimizer: str,
+                   bf16: bool) -> tuple[int | None, int] | None:
+    """(tile or None for whole, peak) of the least stage_work that fits in `room`, or None.
+
+    The whole image is the cheapest when it fits. Otherwise the peak grows with the tile, so
+    the tiles that fit are those up to the largest (found by bisection), and the cheapest of
+    them is taken (a smaller tile can cost less where it splits the image more evenly)."""
     whole = estimate_bytes(params, shape, 1, bf16, history, None, optimizer)
-    if whole <= budget:
+    if whole <= room:
         return None, whole
-    layers = [*params.content_layers, *params.style_layers]
-    step = tile_grid.grid(layers)
+    sizes = _tile_sizes(params, shape)
+    peak = lambda t: estimate_bytes(params, shape, 1, bf16, history, t, optimizer)  # noqa: E731
+    low, high = 0, len(sizes)         # sizes[:low] fit, sizes[high:] do not
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if peak(sizes[mid]) <= room else (low, mid)
+    if low == 0:
+        return None
+    tile = _cheapest_up_to(params, shape)[low - 1]
+    return tile, peak(tile)
+
+
+def _tile_sizes(params: Params, shape: tuple[int, int]) -> list[int]:
+    """Tile cores the planner considers, ascending: MIN_TILE up to the long side, on the grid."""
+    step = tile_grid.grid([*params.content_layers, *params.style_layers])
     long_side = max(scaled_size(*shape, params.size))
-    tile = long_side // step * step
-    while tile >= max(floor, step):
-        need = estimate_bytes(params, shape, 1, bf16, history, tile, optimizer)
-        if need <= budget:
-            return tile, need
-        tile -= step
-    return None
+    return list(range(-(-MIN_TILE // step) * step, long_side // step * step + 1, step))
 
 
+@lru_cache(maxsize=1024)
+def _cheapest_up_to(params: Params, shape: tuple[int, int]) -> list[int]:
+    """For each i, the tile of least stage_work among _tile_sizes(...)[: i + 1] (the larger at a tie)."""
+    out: list[int] = []
+    for tile in _tile_sizes(params, shape):
+        if not out or stage_work(params, shape, tile) <= stage_work(params, shape, out[-1]):
+            out.append(tile)
+        else:
+            out.append(out[-1])
+    return out
+
+
+def _candidates(params: Params) -> list[tuple[str, int]]:
+    """(optimizer, history) the planner may run a job with, in order of preference at equal cost."""
+    adam = [("adam", 0)]
+    return [("lbfgs", h) for h in HISTORIES] + adam if params.optimizer == "lbfgs" else adam
+
+
+@lru_cache(maxsize=4096)       # `plan` asks for many jobs alike; a MemoryPlan is immutable
 def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: bool = False,
              held: int = 0) -> MemoryPlan:
-    """Whole image or tiles, and the optimizer state, so that the job fits in `budget` bytes.
+    """The cheapest way (`plan_cost`) to run the job within `budget` bytes.
 
-    Preference, fastest good result first: the whole image, the L-BFGS history shortened to
-    50 or 20 if need be; tiles of at least GOOD_TILE px (exact, only slower), the history
-    shortened (100 … 5) if need be; the same with tiles of at least FAIR_TILE px; Adam (two
-    moments instead of 2 × history vectors) with such tiles; then any tile down to MIN_TILE. Raises DeviceError naming the
-    largest size that fits when nothing does (`held`: what the worker process holds already,
-    named in that message when a memory limit was reduced by it).
+    Every stage runs whole or in the tile that costs it least among those that fit, for every
+    optimizer state the job may use: L-BFGS with its history of 100 or shortened to 50, 20, 10
+    or 5, or Adam (two moments instead of 2 × history vectors); the plan of least cost wins
+    (at equal cost the longer history). Since a larger budget only adds choices, the cost never
+    grows with the budget. Raises DeviceError naming the largest size that fits when nothing
+    does (`held`: what the worker process holds already, named in that message when a memory
+    limit was reduced by it).
     """
     sides = params.stage_sizes(shape)
     full = estimate_bytes(params, shape, 1, bf16)
@@ -300,42 +317,38 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
         return MemoryPlan(tuple(None for _ in sides), None, params.optimizer,
                           LBFGS_HISTORY if lbfgs else 0, full, None)
     room = int(budget * PLAN_FRACTION)
-    # L-BFGS reaches a loss in several times fewer evaluations than Adam, so it keeps its place
-    # down to 128 px tiles (about 4× the untiled cost per evaluation, docs/performance.md).
-    lbfgs_at = lambda floor: [(floor, "lbfgs", h) for h in HISTORIES] if lbfgs else []  # noqa: E731
-    # A history of 20-50 costs L-BFGS little; tiles cost 2× or more per evaluation: shorten first.
-    whole = [(WHOLE, "lbfgs", h) for h in HISTORIES if h >= 20] if lbfgs else []
-    order = [*whole, *lbfgs_at(GOOD_TILE), *lbfgs_at(FAIR_TILE), (GOOD_TILE, "adam", 0), (FAIR_TILE, "adam", 0),
-             *lbfgs_at(MIN_TILE), (MIN_TILE, "adam", 0)]
-    found = None
-    for floor, optimizer, history in order:
-        best = _best_tile(params, shape, room, floor, history, optimizer, bf16)
-        if best is not None:
-            found = optimizer, history, best
-            break
-    if found is None:
+    best: tuple[float, MemoryPlan] | None = None
+    lbfgs_fits = False
+    staged = [params.replace(size=side) for side in sides]
+    for optimizer, history in _candidates(params):
+        stages = [_cheapest_tile(stage, shape, room, history, optimizer, bf16) for stage in staged]
+        if None in stages:
+            continue
+        lbfgs_fits |= optimizer == "lbfgs"
+        tiles = tuple(t for t, _ in stages)
+        cost = plan_cost(params, shape, tiles, optimizer, history)
+        if best is None or cost < best[0]:
+            best = cost, MemoryPlan(tiles, None, optimizer, history, max(p for _, p in stages), budget)
+    if best is None:
         raise DeviceError(_refusal(params, shape, budget, bf16, held))
-    optimizer, history, (tile, peak) = found
-    tiles = []
-    for side in sides:
-        # Coarse stages run whole when they fit with the chosen optimizer state.
-        stage = params.replace(size=side)
-        got = _best_tile(stage, shape, room, MIN_TILE, history, optimizer, bf16) if side != sides[-1] else (tile, peak)
-        tiles.append(got[0] if got else tile)
+    plan = best[1]
+    tile, optimizer, history = plan.tiles[-1], plan.optimizer, plan.history
     style_tile = None
     if style_bytes(params) > room:
         style_tile = tile or GOOD_TILE
         while style_tile > MIN_TILE and style_bytes(params, style_tile) > room:
             style_tile -= tile_grid.grid(params.style_layers)
     notes = []
-    if tile is not None:
-        notes.append(f"tiles of {tile} px (+{tile_grid.halo([*params.content_layers, *params.style_layers])} px halo): "
+    tiled = [t for t in plan.tiles if t is not None]
+    if tiled:
+        notes.append(f"tiles of {tiled[-1]} px (+{tile_grid.halo([*params.content_layers, *params.style_layers])} px halo): "
                      f"the whole image needs about {_gb(full)} GB")
     if optimizer != params.optimizer:
-        notes.append(f"Adam instead of L-BFGS: even a {HISTORIES[-1]}-step history does not fit")
+        notes.append("Adam instead of L-BFGS: " + ("cheaper than the L-BFGS plans that fit (smaller tiles)" if lbfgs_fits
+                                                   else f"even a {HISTORIES[-1]}-step history does not fit"))
     elif lbfgs and history != LBFGS_HISTORY:
         notes.append(f"L-BFGS history {history} instead of {LBFGS_HISTORY} to fit")
-    return MemoryPlan(tuple(tiles), style_tile, optimizer, history, peak, budget, tuple(notes))
+    return MemoryPlan(plan.tiles, style_tile, optimizer, history, plan.peak, budget, tuple(notes))
 
 
 def _refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool, held: int = 0) -> str:
@@ -357,29 +370,6 @@ def _refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool, hel
     return (f"size {params.size} needs at least {_gb(smallest)} GB even in tiles with Adam, {have}; "
             f"the largest that fits is about {max(16, low // 16 * 16)} px; "
             "lower size or raise --memory-limit")
-
-
-def plan_rows(jobs: list[tuple[Params, tuple[int, int] | None]], device: str, sharing: int,
-              limit: int | None) -> tuple[int | None, list[dict[str, Any]]]:
-    """`plan`'s table: the planner's choice per (params, content shape), as a worker on `device`
-    would make it now, grouped into rows of equal output size and choice; and the budget."""
-    held = CPU_WORKER_BASE if limit is not None and device == "cpu" else 0   # a CPU limit covers the worker
-    budget = default_budget(device, sharing) if limit is None else max(0, limit - held)
-    rows: dict[tuple, dict[str, Any]] = {}
-    for params, shape in jobs:
-        shape = shape or (params.size, params.size)
-        h, w = scaled_size(*shape, params.size)
-        try:
-            plan = plan_job(params, shape, budget, bf16=device.startswith("cuda"), held=held)
-            mode = plan.describe()["mode"]
-            optimizer = plan.optimizer + (f" (history {plan.history})" if plan.optimizer == "lbfgs" else "")
-            peak, notes = plan.peak, "; ".join(plan.notes)
-        except DeviceError as err:
-            mode, optimizer, peak, notes = "refused", "-", None, str(err)
-        row = rows.setdefault((w, h, mode, optimizer, peak), {"size": f"{w}×{h}", "jobs": 0, "mode": mode,
-                                                              "optimizer": optimizer, "peak": peak, "notes": notes})
-        row["jobs"] += 1
-    return budget, list(rows.values())
 
 
 def check_fits(params: Params, shape: tuple[int, int], device: torch.device | str, bf16: bool = False,

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import calibrate as calibrate_mod, memory
+from . import budget, calibrate as calibrate_mod
 from .cache import StyleTargetCache, TargetKey, default_cache_dir, key_for
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, remove_partial_writes
 from .devices import check_devices
 from .grouping import content_shape, job_stages
+from .held import job_held_bytes
 from .print_size import print_sizes
 from .index_repair import open_for_run_repaired
 from .jobs import Job, safe_join
@@ -311,9 +312,9 @@ def plan_manifest(manifest_path: Path, cache_dir: Path | None = None, calibrate:
             continue
         for key in job_keys:
             keys.setdefault(key.digest(), cache.path_for(key).exists())
-    budget, memory_rows = memory_plan_rows(manifest, jobs)
+    memory_budget, memory_rows = memory_plan_rows(manifest, jobs)
     return {"manifest": str(manifest.source), "output": str(manifest.output), "jobs": len(jobs),
-            "memory_budget": budget, "memory": memory_rows, "print_sizes": print_sizes(jobs),
+            "memory_budget": memory_budget, "memory": memory_rows, "print_sizes": print_sizes(jobs),
             "time": time_plan(manifest, state.pending, calibrate),
             "by_size": dict(sorted(by_size.items())), "targets_total": len(keys),
             "targets_cached": sum(keys.values()), "cache_dir": str(cache.root),
@@ -325,7 +326,7 @@ def memory_plan_rows(manifest: Manifest, jobs: list[Job],
     """The memory planner's choice for each job, as a worker on the manifest's first device would
     make it now (its budget: memory_limit, else free memory shared among workers_per_device)."""
     device = _plan_device(manifest)
-    return memory.plan_rows([(j.params, content_shape(j)) for j in jobs], device,
+    return budget.plan_rows([(j.params, content_shape(j), job_held_bytes(j)) for j in jobs], device,
                             manifest.workers_per_device, limit or manifest.memory_limit)
 
 

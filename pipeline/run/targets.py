@@ -18,7 +18,7 @@ from ..engine.objective import style_grams
 from ..engine.optimize import StyleTargetsFn
 from ..engine.tiled import tiled_grams
 from ..params import Params
-from .cache import StyleTargetCache, key_for, style_side
+from .cache import StyleTargetCache, key_for, style_read_hint  # noqa: F401 - style_read_hint: re-exported
 
 
 def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, float]], content_path: str,
@@ -59,7 +59,3 @@ def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, f
     return targets
 
 
-def style_read_hint(params: Params, path: str) -> int:
-    """The largest side a job resizes style image `path` to: its final stage's (`style_side`
-    grows with the stage), so `read_image` may decode it reduced to about twice that."""
-    return style_side(params, params.size, imaging.image_shape(path))

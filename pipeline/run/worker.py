@@ -28,7 +28,7 @@ from ..engine import pixels
 from ..engine.features import VGGFeatures
 from ..engine.optimize import JobInput, Precision, Progress, stylize_batch
 from ..errors import DeviceError, NSTError, OutputError
-from . import memory
+from . import budget as budgets, memory
 from .cache import StyleTargetCache
 from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
 from .heap import bound_heap
@@ -91,8 +91,9 @@ class JobRunner:
 
     `batch_size`: None picks it from the device (1 on CPU, where batching gains nothing; on CUDA
     from the free memory and a measured per-image footprint); `precision`: auto | fp32 | bf16.
-    `memory_limit` (bytes): what the memory planner may use per job (on CPU the whole process);
-    None: the device's free memory shared among the `sharing` workers on it (run/memory.py).
+    `memory_limit` (bytes): what this worker may use (on CPU the whole process; on CUDA the
+    process's allocations, capped there); None: the device's free memory shared among the
+    `sharing` workers on it. The budget is fixed once, before the first job (run/budget.py).
     """
 
     def __init__(self, device: torch.device, cache: StyleTargetCache, batch_size: int | None = None,
@@ -105,8 +106,10 @@ class JobRunner:
         self.precision = Precision.for_device(device, precision)
         self._nets: dict[tuple[str, str], VGGFeatures] = {}
         self._footprints: dict[Hashable, int] = {}
+        self._budget: budgets.WorkerBudget | None = None
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True   # fixed shapes per batch: autotuning pays off
+            budgets.cap_cuda_process(memory_limit, device)
         elif memory_limit is not None:
             bound_heap()        # a limit to respect: freed large blocks go back (run/heap.py)
 
@@ -120,6 +123,18 @@ class JobRunner:
                 net = _compiled(net)
             self._nets[key] = net
         return self._nets[key]
+
+    @property
+    def budget(self) -> budgets.WorkerBudget:
+        """What every job and batch of this worker plans for: fixed at the first call, which
+        comes once a network is loaded, so that what the worker holds then can be counted."""
+        if self._budget is None:
+            held = budgets.measured_held(self.device) if self.memory_limit is not None else 0
+            self._budget = budgets.worker_budget(self.memory_limit, str(self.device), self.sharing, held)
+            if held > memory.worker_base(str(self.device)):
+                log.warning("this worker holds %.2f GB before any job, more than the %.2f GB `plan` assumes: "
+                            "its plans may differ from `plan`'s", held / 1e9, memory.worker_base(str(self.device)) / 1e9)
+        return self._budget
 
     # --- the interface executors use -----------------------------------------------------
 
@@ -198,10 +213,11 @@ class JobRunner:
                 batches: dict[Hashable, list[_Item]] = {}
                 for item in ready:
                     batches.setdefault(batch_key(item.job, tuple(item.content.shape[-2:])), []).append(item)
-                # A job the planner had to tile or trim (its plan has notes) runs alone: its
-                # budget was for one job.
+                # A job the planner had to tile or trim (its plan has notes) runs alone; the
+                # others run in batches whose footprint together fits the budget.
                 runs = [[i] for b in batches.values() for i in b if i.plan.notes]
-                runs += [kept for b in batches.values() if (kept := [i for i in b if not i.plan.notes])]
+                for b in batches.values():
+                    runs += self._batched([i for i in b if not i.plan.notes])
                 for batch in runs:
                     left = self._run_chunk(batch, feats, emit, raw_progress, errors)
                     if left:
@@ -231,15 +247,12 @@ class JobRunner:
             content = self._to_device(imaging.read_image(job.content, long_side_hint=p.size))
             # Whole or tiled, and the optimizer state, within the budget; or a clear refusal
             # naming the size that fits, not an out-of-memory error mid-job.
-            budget, held = memory.job_budget(self.memory_limit, str(self.device), self.sharing)
-            # The style (and init) images the job will hold, decoded reduced; the content is
-            # in `budget` already (measured after it was decoded).
-            inputs = job_held_bytes(job, content_loaded=True)
-            if budget is not None:
-                budget = max(0, budget - inputs)
-                held += inputs if self.memory_limit is not None else 0   # named in a refusal
-            item.plan = memory.plan_job(p, tuple(content.shape[-2:]), budget, bf16=self.precision.bf16,
-                                        held=held)
+            # The style (and init) images the job holds, decoded reduced, and its content image:
+            # outside the estimate, so off the worker's fixed budget (run/held.py; `plan` does the same).
+            inputs = job_held_bytes(job)
+            budget = None if self.budget.bytes is None else max(0, self.budget.bytes - inputs)
+            held = self.budget.held + (inputs if self.memory_limit is not None else 0)   # named in a refusal
+            item.plan = memory.plan_job(p, tuple(content.shape[-2:]), budget, bf16=self.precision.bf16, held=held)
             if item.plan.notes and self.device.type == "cpu":
                 bound_heap()    # tiled or trimmed to fit: keep the resident set near what is alive
             if p.init not in ("content", "noise"):
@@ -351,13 +364,15 @@ class JobRunner:
         emit(("record", item.job.job_id, self._failed(item, error)))
 
     def _capacity(self, item: _Item, feats: VGGFeatures) -> int:
-        """How many jobs like this one run together: the override, 1 on CPU, else what fits."""
-        if self.batch_size is not None:
-            return self.batch_size
-        if self.device.type != "cuda":
+        """How many jobs like this one run together: at most the override (auto: 1 on CPU, up
+        to MAX_BATCH on CUDA), and only as many as fit in this worker's budget together."""
+        if self.batch_size is None and self.device.type != "cuda":
             return 1
         p = item.job.params
         shape = imaging.image_shape(item.job.content) or (p.size, p.size)
+        size = budgets.batch_capacity(p, shape, self.budget.bytes, self.precision.bf16, self.batch_size or MAX_BATCH)
+        if self.batch_size is not None:
+            return size
         h, w = pixels.scaled_size(*shape, p.size)
         key = (h, w, p.optimizer, tuple(p.content_layers), tuple(p.style_layers))
         if key not in self._footprints:
@@ -365,7 +380,21 @@ class JobRunner:
             if footprint is None:
                 return 1
             self._footprints[key] = footprint
-        return fitting(self._footprints[key], self.device)
+        # The measured footprint, against this worker's share, not the whole device's free memory.
+        return fitting(self._footprints[key], self.device, size, budget=self.budget.bytes)
+
+    def _batched(self, items: list[_Item]) -> list[list[_Item]]:
+        """`items` (whole, untrimmed, of one decoded shape) in batches that fit the budget, each
+        job's plan made the plan of its batch (its peak is the batch's)."""
+        if not items:
+            return []
+        p, shape = items[0].job.params, tuple(items[0].content.shape[-2:])
+        size = budgets.batch_capacity(p, shape, self.budget.bytes, self.precision.bf16, len(items))
+        runs = [items[i:i + size] for i in range(0, len(items), size)]
+        for run in runs:
+            for item in run:
+                item.plan = budgets.batch_plan(item.plan, item.job.params, shape, len(run), self.precision.bf16)
+        return runs
 
     def _footprint(self, feats: VGGFeatures, p: Any, h: int, w: int) -> int | None:
         """The measured footprint, or None when measuring one image already runs out of memory."""

@@ -61,7 +61,9 @@ def test_nothing_fits_and_unknown_budget():
     assert set(plan.tiles) == {None} and plan.history == 100 and plan.notes == ()
 
 
-def test_the_planner_prefers_whole_then_tiles_then_a_shorter_history_then_adam():
+def test_the_planner_runs_whole_when_it_can_then_the_cheapest_of_tiles_histories_and_adam():
+    from pipeline.run.plan_cost import plan_cost
+
     p = params(size=1536, multiscale=3)
     whole = plan_job(p, (1152, 1536), 100 * GB)
     assert whole.tiles == (None, None, None) and whole.history == 100 and whole.notes == ()
@@ -71,12 +73,16 @@ def test_the_planner_prefers_whole_then_tiles_then_a_shorter_history_then_adam()
     assert short.notes == ("L-BFGS history 50 instead of 100 to fit",)
     two = plan_job(p, (1152, 1536), 2 * GB)
     assert two.tiles[:2] == (None, None) and two.tiles[2] % 16 == 0 and two.tiles[2] >= memory.GOOD_TILE
-    assert two.optimizer == "lbfgs" and two.history == 20 and two.peak <= 2 * GB
-    assert two.notes[1] == "L-BFGS history 20 instead of 100 to fit"
-    assert estimate_bytes(p, (1152, 1536), history=50, tile=memory.GOOD_TILE) > 2 * GB   # 50 did not fit
+    assert two.optimizer == "lbfgs" and two.peak <= 2 * GB * memory.PLAN_FRACTION
+    assert two.notes[1] == f"L-BFGS history {two.history} instead of 100 to fit"
+    # Cheaper than history 20 in the largest 20-step tiles that fit, which the old order took.
+    cost = lambda tiles, h: plan_cost(p, (1152, 1536), tiles, "lbfgs", h)  # noqa: E731
+    twenty = memory._cheapest_tile(p, (1152, 1536), int(2 * GB * memory.PLAN_FRACTION), 20, "lbfgs", False)
+    assert cost(two.tiles, two.history) <= cost((None, None, twenty[0]), 20)
     adam = plan_job(p, (1152, 1536), 600 * 10**6)
     assert adam.optimizer == "adam" and adam.history == 0 and adam.tiles[2] is not None
     assert adam.describe()["mode"] == f"tiles of {adam.tiles[2]} px"
+    assert adam.notes[1] == "Adam instead of L-BFGS: even a 5-step history does not fit"
 
 
 def test_workers_share_the_free_memory(monkeypatch, tmp_path):
