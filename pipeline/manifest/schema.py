@@ -23,6 +23,7 @@ from .expand import expand, grid_combinations, grid_size, resolved_yaml, zip_mis
 from .clips import check_clip
 from .inputs import MAX_JOBS, PATH_HINT, InputChecker, StyleEntry, file_kind, resolve
 from ..run.jobs import INIT_KEYWORDS
+from ..run.naming import template_problem
 from .yaml_reader import (INVALID, MAX_NODES, Abort, Report, describe, has_invalid, is_number,
                             read_yaml, suggest)
 from ..video import Clip
@@ -31,7 +32,7 @@ from ..views.sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
 
 VERSION = 1
 TOP_KEYS = ("version", "output", "content", "style", "pairing", "pairs", "params", "grid",
-            "devices", "workers_per_device", "retries", "timeout", "sheet", "memory_limit")
+            "devices", "workers_per_device", "retries", "timeout", "sheet", "memory_limit", "output_name")
 WEIGHTS_KEYWORDS = ("original", "torchvision")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,3})?)$")
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Manifest:
     data: Mapping[str, Any]                   # the YAML as read, once it validated
     clips: Mapping[str, Clip] = field(default_factory=lambda: MappingProxyType({}))   # content path -> its clip
     warnings: tuple[str, ...] = ()            # entries whose jobs will fail alone (a broken symlink)
+    output_name: str | None = None            # a file-name template (run/naming.py); None: the default
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +134,9 @@ class _Checker:
         timeout = self._timeout(data.get("timeout"))
         memory_limit = self._memory_limit(data.get("memory_limit"))
         sheet = self._sheet(data.get("sheet"))
+        output_name = data.get("output_name")
+        if output_name is not None and template_problem(output_name):
+            self.add(("output_name",), template_problem(output_name))
         if len(self.report):
             return None
         return Manifest(
@@ -140,7 +145,7 @@ class _Checker:
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
             workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet, memory_limit=memory_limit,
             data=MappingProxyType(data), clips=MappingProxyType(dict(inputs.clips)),
-            warnings=tuple(self.report.warnings()))
+            warnings=tuple(self.report.warnings()), output_name=output_name)
 
     # --- small typed values -----------------------------------------------------------------
 

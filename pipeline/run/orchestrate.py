@@ -24,6 +24,7 @@ from ..imaging import atomic_write_bytes, remove_partial_writes
 from .grouping import content_shape
 from .index import ResultsIndex, open_for_run
 from .jobs import Job, safe_join
+from .naming import adopt_earlier_names
 from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
 from ..manifest.schema import Manifest, load_manifest
@@ -157,7 +158,9 @@ class _Listener:
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
     manifest = load_manifest(manifest_path)
-    jobs = expand(manifest)
+    # Results already written under another name (an earlier manifest, the id-only names of
+    # nst-batch before 0.9) are found by job id and keep that name: resume never redoes them.
+    jobs = adopt_earlier_names(expand(manifest), manifest.output)
     if shard is not None:
         jobs = shard_jobs(jobs, *shard)
     return manifest, jobs
@@ -246,7 +249,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
                 if row is None or row.get("status") != record.get("status"):
                     index.upsert(record)
         if not todo:
-            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
+            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest, jobs=jobs),
                     "warnings": warnings + _index_warning(index)}
         display = display or RunDisplay(len(todo), slots, live=options.live)
         listener = _Listener(out, index if not sharded else _NoIndex(), display)
@@ -261,7 +264,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
             counts = executor.run(todo, listener)
     interrupted = flags.stop or flags.abort
     return {**summary, **counts, "interrupted": interrupted,
-            "views": [] if sharded else write_views(manifest, display),
+            "views": [] if sharded else write_views(manifest, display, jobs),
             "warnings": warnings + _index_warning(index)}
 
 
@@ -270,8 +273,9 @@ def _index_warning(index: Any) -> list[str]:
     return [error] if error else []
 
 
-def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[str]:
-    """Regenerate index.html, and the contact sheet when the manifest asks for one.
+def write_views(manifest: Manifest, display: RunDisplay | None = None, jobs: list[Job] | None = None) -> list[str]:
+    """Regenerate index.html, and the contact sheet when the manifest asks for one, of the
+    manifest's jobs only (results of earlier manifests in the folder are left out).
 
     A problem here (say, a sheet layout that needs --where) is reported, never allowed to
     turn a finished batch into an error.
@@ -280,11 +284,13 @@ def write_views(manifest: Manifest, display: RunDisplay | None = None) -> list[s
     from ..views.sheets import make_sheets
 
     written: list[str] = []
+    ids = {j.job_id for j in (expand(manifest) if jobs is None else jobs)}
     try:
-        written.append(str(write_gallery(manifest.output)))
+        written.append(str(write_gallery(manifest.output, job_ids=ids)))
         if manifest.sheet is not None:
             s = manifest.sheet
-            written += [str(p) for p in make_sheets(manifest.output, rows=s.rows, cols=s.cols, thumb=s.thumb)]
+            written += [str(p) for p in make_sheets(manifest.output, rows=s.rows, cols=s.cols, thumb=s.thumb,
+                                                    job_ids=ids)]
     except (NSTError, OSError, sqlite3.Error) as err:   # OSError, sqlite3.Error: a full disk
         reason = err if isinstance(err, NSTError) else (
             f"could not write the gallery or contact sheet ({getattr(err, 'strerror', None) or err}"

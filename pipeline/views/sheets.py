@@ -11,14 +11,14 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import NSTError, OutputError, ParamError
 from ..imaging import atomic_write_bytes, read_image, to_pil
 from .clips import first_frame, is_clip_output, strip
-from .results import IMAGE_KEYS, ResultRow, cell_reason, inside, load_results, value_label
+from .results import IMAGE_KEYS, ResultRow, cell_reason, inside, load_results, select_rows, value_label
 from .sheet_plan import DEFAULT_MAX_CELLS, SheetPlan, parse_where, plan_sheets
 
 DEFAULT_THUMB = 256             # cell size in pixels
@@ -226,8 +226,11 @@ class _Painter:
 def make_sheets(output_dir: str | Path, rows: str | None = None, cols: str | None = None,
                 where: Mapping[str, Any] | None = None, thumb: int = DEFAULT_THUMB,
                 dest: str | Path | None = None,
-                max_cells_per_page: int = DEFAULT_MAX_CELLS) -> list[Path]:
+                max_cells_per_page: int = DEFAULT_MAX_CELLS,
+                job_ids: Collection[str] | None = None) -> list[Path]:
     """Draw the contact sheet(s) of a run and write them atomically; returns the files written.
+
+    `job_ids`: a manifest's jobs only (views/results.py's select_rows); None: every result.
 
     `dest` defaults to `<output_dir>/contact_sheet.png`; pages and one-sheet-per-value files
     are named after it (`contact_sheet_p2.png`, `contact_sheet_seed-1.png`).
@@ -240,7 +243,7 @@ def make_sheets(output_dir: str | Path, rows: str | None = None, cols: str | Non
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(dest.suffix.lower())
     if fmt is None:
         raise OutputError(f"-o {dest}: unsupported sheet format {dest.suffix or '(none)'!r}; use .png, .jpg or .jpeg")
-    plans = plan_sheets(load_results(root), rows, cols, where, max_cells_per_page)
+    plans = plan_sheets(select_rows(root, job_ids), rows, cols, where, max_cells_per_page)
     painter = _Painter(root, Layout(thumb))
     written = []
     for plan in plans:
