@@ -235,6 +235,7 @@ def export(target: Annotated[Path, typer.Argument(metavar="OUTPUT|MANIFEST", hel
         raise typer.BadParameter(f"--format must be csv or jsonl, got {format!r}")
     scope = _scope(target)
     text = dump(scope.output_dir, format, to, job_ids=scope.job_ids)
+    _say(scope)
     if to is None:
         sys.stdout.write(str(text))
     else:
@@ -258,6 +259,7 @@ def sheet(
     for path in make_sheets(scope.output_dir, rows=rows, cols=cols, where=parse_where(where or []), thumb=thumb,
                             dest=out, max_cells_per_page=max_cells, job_ids=scope.job_ids):
         typer.echo(str(path))
+    _say(scope)
 
 
 @app.command()
@@ -267,6 +269,7 @@ def gallery(target: Annotated[Path, typer.Argument(metavar="OUTPUT|MANIFEST", he
 
     scope = _scope(target)
     typer.echo(str(write_gallery(scope.output_dir, job_ids=scope.job_ids)))
+    _say(scope)
 
 
 @app.command()
@@ -294,14 +297,18 @@ def prune(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
 
 
 def _scope(target: Path):
-    """A view's target: a manifest (its jobs only) or an output folder (everything); one line on
-    stderr says which, so a sheet never silently mixes in results of an earlier manifest."""
+    """A view's target: a manifest (its jobs only) or an output folder (everything)."""
     from .run.scope import scope_of
+
+    return scope_of(target)
+
+
+def _say(scope) -> None:
+    """One line on stderr says what the view showed, so a sheet never silently mixes in the
+    results of an earlier manifest."""
     from .views.results import scope_line
 
-    scope = scope_of(target)
     typer.echo(scope_line(scope.output_dir, scope.job_ids, scope.manifest), err=True)
-    return scope
 
 
 def main(argv: list[str] | None = None) -> None:

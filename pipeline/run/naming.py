@@ -156,43 +156,55 @@ def name_jobs(jobs: Sequence[Job], grid_keys: Iterable[str] = (), template: str 
     for group in clashes.values():
         if len(group) > 1:
             for i in group:
-                job = named[i]
-                stem = job.output.rsplit(".", 1)[0] if job.clip is None else job.output.rsplit("/", 1)[0]
-                named[i] = replace(job, output=_path(job, f"{stem}_{job.job_id[:8]}"))
+                named[i] = replace(named[i], output=_suffixed(named[i]))
     return named
 
 
 def adopt_earlier_names(jobs: Sequence[Job], output_dir: Path) -> list[Job]:
-    """Jobs whose result already lies under another name (same job id) keep that name.
+    """The names jobs get in this output folder, given what earlier runs left there.
 
-    Only when some job has no sidecar at its own name is the folder searched, once."""
+    A job whose result already lies under another name (same job id) keeps that name. A job
+    whose name holds another job's result (an earlier manifest's: `steps` changed, so the ids
+    did, not the names) gets `_<id8>` appended instead of overwriting it. The folder is
+    searched, once, only when some job has no sidecar of its own at its name."""
     found: dict[str, str] | None = None
     adopted: list[Job] = []
     kept = 0
     for job in jobs:
-        if _has_own_sidecar(output_dir, job):
+        owner = _sidecar_owner(output_dir, job)
+        if owner == job.job_id:
             adopted.append(job)
             continue
         if found is None:
             found = earlier_outputs(output_dir)
         earlier = found.get(job.job_id)
         if earlier is not None and earlier != job.output:
-            kept += 1
+            kept += earlier != _suffixed(job)   # suffixed beside an earlier manifest's result: not news
             adopted.append(replace(job, output=earlier))
+        elif owner is not None:
+            adopted.append(replace(job, output=_suffixed(job)))
         else:
             adopted.append(job)
     if kept:
-        example = next(j.output for j in adopted if j.output not in {k.output for k in jobs})
+        example = next(a.output for a, j in zip(adopted, jobs) if a.output != j.output)
         log.warning("%d job(s) already have results under earlier names in %s and keep them (e.g. %s); "
                     "new jobs get the current names (docs/manifest.md, output names)", kept, output_dir, example)
     return adopted
 
 
-def _has_own_sidecar(output_dir: Path, job: Job) -> bool:
+def _suffixed(job: Job) -> str:
+    stem = job.output.rsplit(".", 1)[0] if job.clip is None else job.output.rsplit("/", 1)[0]
+    return _path(job, f"{stem}_{job.job_id[:8]}")
+
+
+def _sidecar_owner(output_dir: Path, job: Job) -> str | None:
+    """The job id recorded in the sidecar at the job's name, or None (no readable sidecar)."""
     try:
-        return safe_join(output_dir, job.sidecar).is_file()
+        path = safe_join(output_dir, job.sidecar)
     except NSTError:   # an unsafe path: the run reports it on the job
-        return True
+        return job.job_id
+    record = _record(path) if path.is_file() else None
+    return None if record is None else record["job_id"]
 
 
 def earlier_outputs(output_dir: Path) -> dict[str, str]:

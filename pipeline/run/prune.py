@@ -63,7 +63,8 @@ def find_stale(output_dir: Path, current: dict[str, str], manifest: str) -> list
             continue
         reason = (f"not a job of {manifest}" if job_id not in current
                   else f"an earlier copy of a current job (now {current[job_id]})")
-        stale.append(Stale(job_id, output, relative, str(record.get("status")), reason, "clip" in record))
+        stale.append(Stale(job_id, output, relative, str(record.get("status")), reason,
+                           bool(record.get("clip"))))
     if (output_dir / INDEX_NAME).is_file():
         with ResultsIndex(output_dir, create=False) as index:
             for row in index.rows():
@@ -97,10 +98,13 @@ def prune(output_dir: Path, stale: list[Stale], current: dict[str, str], delete:
 
 def _files(item: Stale, current: dict[str, str]) -> list[str]:
     """What belongs to a stale result, the sidecar last."""
-    files = [str(Path(item.output).parent)] if item.clip else [item.output]
+    folder = Path(item.output).parent
+    # A clip's frames, mp4 and sidecar share its own folder, named as the mp4 (run/naming.py).
+    clip = item.clip and folder.name == Path(item.output).stem and folder.parts != ()
+    files = [str(folder)] if clip else [item.output]
     if item.job_id not in current:   # a copy of a current job shares its thumbnail: keep it
         files.append(f"{THUMBS_DIR}/{item.job_id}.jpg")
-    if item.sidecar is not None and not item.clip:   # a clip's sidecar moves with its folder
+    if item.sidecar is not None and not clip:   # a clip's sidecar moves with its folder
         files.append(item.sidecar)
     return files
 

@@ -73,8 +73,8 @@ def _csv_cell(name: str, value: Any) -> Any:
         return ""
     if name in JSON_COLUMNS or isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True)
-    if isinstance(value, bool):
-        return str(value).lower()
     if name == "cache_hit":
         return int(value)
+    if isinstance(value, bool):
+        return str(value).lower()
     return value
