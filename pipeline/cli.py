@@ -242,11 +242,11 @@ def run(
 
 
 @app.command()
-def status(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")]) -> None:
+def status(manifest: Annotated[Path, typer.Argument(metavar="MANIFEST|OUTPUT", help="Manifest YAML file, or an output folder (every result in it).")]) -> None:
     """Done / failed / pending counts of a manifest's jobs, and the failures."""
-    from .views.report import print_status
+    from .views.report import print_folder_status, print_status
 
-    raise typer.Exit(print_status(manifest))
+    raise typer.Exit(print_status(manifest) if not manifest.is_dir() else print_folder_status(manifest))
 
 
 @app.command()
@@ -263,15 +263,17 @@ def reindex(output: Annotated[Path, typer.Argument(help="Output folder of a run.
 
 
 @app.command()
-def export(output: Annotated[Path, typer.Argument(help="Output folder of a run.")],
+def export(target: Annotated[Path, typer.Argument(metavar="OUTPUT|MANIFEST", help="Output folder of a run (every result), or a manifest (its jobs only).")],
            format: Annotated[str, typer.Option("--format", help="csv | jsonl")] = "csv",
            to: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write [default: stdout].")] = None) -> None:
-    """Write the results index out as CSV or JSON lines."""
+    """Write the results index out as CSV or JSON lines, one column per parameter."""
     from .views.export import export as dump
 
     if format not in ("csv", "jsonl"):
         raise typer.BadParameter(f"--format must be csv or jsonl, got {format!r}")
-    text = dump(output, format, to)
+    scope = _scope(target)
+    text = dump(scope.output_dir, format, to, job_ids=scope.job_ids)
+    _say(scope)
     if to is None:
         sys.stdout.write(str(text))
     else:
@@ -280,7 +282,7 @@ def export(output: Annotated[Path, typer.Argument(help="Output folder of a run."
 
 @app.command()
 def sheet(
-    output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")],
+    target: Annotated[Path, typer.Argument(metavar="OUTPUT|MANIFEST", help="Output folder of a run (every result), or a manifest (its jobs only).")],
     rows: Annotated[Optional[str], typer.Option(help="Key on the rows: content, style or a parameter [default: content, or the first varying key].")] = None,
     cols: Annotated[Optional[str], typer.Option(help="Key on the columns [default: style, or the next varying key].")] = None,
     where: Annotated[Optional[list[str]], typer.Option("--where", help="KEY=VALUE: only jobs with that value; repeat for more keys (one key twice: either value).")] = None,
@@ -291,14 +293,16 @@ def sheet(
     """Draw a labelled contact sheet (rows × columns of outputs) from the results index."""
     from .views.sheets import make_sheets, parse_where
 
-    for path in make_sheets(output, rows=rows, cols=cols, where=parse_where(where or []), thumb=thumb,
-                            dest=out, max_cells_per_page=max_cells):
+    scope = _scope(target)
+    for path in make_sheets(scope.output_dir, rows=rows, cols=cols, where=parse_where(where or []), thumb=thumb,
+                            dest=out, max_cells_per_page=max_cells, job_ids=scope.job_ids):
         typer.echo(str(path))
+    _say(scope)
 
 
 @app.command()
 def gallery(
-    output: Annotated[Path, typer.Argument(help="Output folder of a run (holds index.sqlite).")],
+    target: Annotated[Path, typer.Argument(metavar="OUTPUT|MANIFEST", help="Output folder of a run (every result), or a manifest (its jobs only).")],
     serve: Annotated[bool, typer.Option("--serve", help="Then serve the folder read-only over HTTP on localhost (for port-forwarding from a remote machine); Ctrl-C stops.")] = False,
     port: Annotated[int, typer.Option(help="Port for --serve.")] = 8000,
 ) -> None:
@@ -307,18 +311,60 @@ def gallery(
 
     if not 1 <= port <= 65535:
         raise typer.BadParameter(f"--port must be between 1 and 65535, got {port}")
-    typer.echo(str(write_gallery(output)))
+    scope = _scope(target)
+    typer.echo(str(write_gallery(scope.output_dir, job_ids=scope.job_ids)))
+    _say(scope)
     if serve:
         from .views.serve import make_server
 
-        server = make_server(output, port)
-        typer.echo(f"serving {output} read-only at http://localhost:{server.server_address[1]}/ (Ctrl-C stops)")
+        server = make_server(scope.output_dir, port)
+        typer.echo(f"serving {scope.output_dir} read-only at http://localhost:{server.server_address[1]}/ "
+                   "(Ctrl-C stops)")
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
         finally:
             server.server_close()
+
+
+@app.command()
+def prune(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
+          yes: Annotated[bool, typer.Option("--yes", help="Move the listed results to OUTPUT/.pruned/ (or delete them with --delete).")] = False,
+          delete: Annotated[bool, typer.Option("--delete", help="With --yes: delete instead of moving to OUTPUT/.pruned/.")] = False) -> None:
+    """List the results in the manifest's output folder that are no longer its jobs; --yes moves them away."""
+    from .run.prune import PRUNED_DIR, prune_manifest
+
+    result = prune_manifest(manifest, apply=yes, delete=delete)
+    for item in result.stale:
+        typer.echo(f"  {item.output}  ({item.status}; {item.reason})")
+    for line in result.skipped:
+        typer.echo(f"warning: {line}", err=True)
+    where = result.output_dir / PRUNED_DIR
+    if not result.stale:
+        typer.echo(f"{result.output_dir}: every result belongs to {manifest.name}; nothing to prune")
+    elif not yes:
+        typer.echo(f"{len(result.stale)} result(s) in {result.output_dir} no longer belong to {manifest.name}; "
+                   f"--yes moves them to {where}" + (", --yes --delete deletes them" if not delete else
+                                                     "; add --yes to delete them"))
+    else:
+        typer.echo(f"{'deleted' if delete else 'moved'} {len(result.stale)} result(s) ({result.moved} file(s) "
+                   f"and folder(s)){'' if delete else ' to ' + str(where)}; the index no longer lists them")
+
+
+def _scope(target: Path):
+    """A view's target: a manifest (its jobs only) or an output folder (everything)."""
+    from .run.scope import scope_of
+
+    return scope_of(target)
+
+
+def _say(scope) -> None:
+    """One line on stderr says what the view showed, so a sheet never silently mixes in the
+    results of an earlier manifest."""
+    from .views.results import scope_line
+
+    typer.echo(scope_line(scope.output_dir, scope.job_ids, scope.manifest), err=True)
 
 
 _TYPE_WORDS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT"}

@@ -230,15 +230,27 @@ def test_export_csv_parses_back_to_the_same_values(tmp_path):
     rows = _index_with_rows(tmp_path)
     text = export(tmp_path, "csv")
     reader = csv.reader(io.StringIO(text, newline=""))
-    assert next(reader) == list(COLUMN_NAMES)
-    parsed = [{n: _parse_cell(n, c) for n, c in zip(COLUMN_NAMES, line)} for line in reader]
-    assert parsed == rows
+    header = next(reader)
+    # params is spread into one column per parameter (views/export.py), in its place.
+    assert header[:4] == ["job_id", "status", "content", "styles"] and "params" not in header
+    assert header[4:7] == ["size", "param_steps", "content_weight"] and "style_weight" in header
+    lines = [dict(zip(header, line)) for line in reader]
+    others = [n for n in COLUMN_NAMES if n != "params"]
+    assert [{n: _parse_cell(n, line[n]) for n in others} for line in lines] == \
+        [{n: row[n] for n in others} for row in rows]
+    assert [(line["size"], line["param_steps"], line["style_weight"], line["content_layers"],
+             line["style_layer_weights"], line["tv_weight"]) for line in lines] == \
+        [("64", "10", "1000.0", '["conv4_2"]', "", "")] * 3
 
 
 def test_export_jsonl_parses_back_and_writes_files_atomically(tmp_path):
     rows = _index_with_rows(tmp_path)
     text = export(tmp_path, "jsonl")
-    assert [json.loads(line) for line in text.splitlines()] == rows
+    flat = [json.loads(line) for line in text.splitlines()]
+    assert [{k: v for k, v in f.items() if k in COLUMN_NAMES} for f in flat] == \
+        [{k: v for k, v in r.items() if k != "params"} for r in rows]
+    assert [(f["size"], f["param_steps"], f["style_weight"], f["content_layers"]) for f in flat] == \
+        [(64, 10, 1000.0, ["conv4_2"])] * 3
     dest = tmp_path / "exports" / "jobs.jsonl"
     assert export(tmp_path, "jsonl", dest) == dest
     assert dest.read_text() == text

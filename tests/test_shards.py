@@ -2,6 +2,8 @@
 by its id alone, shards write sidecars but no index, and `reindex` merges them all."""
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -31,7 +33,8 @@ devices: cpu
 
 
 def sidecars(out: Path) -> dict[str, bytes]:
-    return {p.stem: p.read_bytes() for p in out.rglob("*.json")}
+    # Keyed by the job id each sidecar records (names carry the varying parameters, run/naming.py).
+    return {json.loads(p.read_bytes())["job_id"]: p.read_bytes() for p in out.rglob("*.json")}
 
 
 def test_shard_split_is_stable_and_complete(manifest):

@@ -93,17 +93,27 @@ def content_by_style(tmp_path: Path, contents=("chelsea", "coffee"), styles=("hu
 T, LINE, M = 64, 14, 4
 
 
-def expected_size(nrows: int, ncols: int, image_header: bool) -> tuple[int, int]:
-    header = T + LINE if image_header else 2 * LINE
+# Captions, titles and parameter headers wrap (never cut): `caption`, `title` and `header` are
+# their line counts, read off the sheets at 64 px ("chelsea, hubble" takes 2 lines).
+def expected_size(nrows: int, ncols: int, image_header: bool, caption: int = 2, title: int = 1,
+                  header: int = 2) -> tuple[int, int]:
+    header_h = max(T + LINE if image_header else 0, header * LINE)
     width = M + T + ncols * (M + T) + M          # row header column, then the cells
-    height = M + LINE + M + header + nrows * (M + T + LINE) + M   # title, header row, cells
+    height = M + title * LINE + M + header_h + nrows * (M + T + caption * LINE) + M   # title, header row, cells
     return width, height
 
 
-def cell_center(r: int, c: int, image_header: bool) -> tuple[int, int]:
-    header = T + LINE if image_header else 2 * LINE
+def lines(out: Path, **plan: object) -> dict[str, int]:
+    """The line counts the sheet of `out` uses (layout_for; tests/test_sheet_titles.py checks them)."""
+    lay = sheets.layout_for(plan_sheets(load_results(out), **plan), T)
+    return {"caption": lay.caption_lines, "title": lay.title_lines, "header": lay.header_lines}
+
+
+def cell_center(r: int, c: int, image_header: bool, caption: int = 2, title: int = 1,
+                header: int = 2) -> tuple[int, int]:
+    header_h = max(T + LINE if image_header else 0, header * LINE)
     x = M + T + M + c * (M + T)
-    y = M + LINE + M + header + M + r * (M + T + LINE)
+    y = M + title * LINE + M + header_h + M + r * (M + T + caption * LINE)
     return x + T // 2, y + T // 2
 
 
@@ -118,11 +128,12 @@ def test_content_by_style_grid_has_the_computed_size_and_each_output_in_its_cell
     paths = make_sheets(out, thumb=64)
     assert paths == [out / "contact_sheet.png"]
     with Image.open(paths[0]) as img:
-        assert img.size == expected_size(2, 3, image_header=True) == (276, 268)
+        assert lines(out) == {"caption": 2, "title": 3, "header": 2}
+        assert img.size == expected_size(2, 3, image_header=True, **lines(out)) == (276, 324)
         for rec in run.records:
             r = ["chelsea", "coffee"].index(rec["output"].split("/")[0])
             c = ["hubble", "stripes", "wave"].index(rec["output"].split("/")[1])   # sorted by label
-            assert img.getpixel(cell_center(r, c, True)) == rec["color"]
+            assert img.getpixel(cell_center(r, c, True, **lines(out))) == rec["color"]
 
 
 def test_the_axes_are_labelled_once(tmp_path, monkeypatch):
@@ -131,7 +142,7 @@ def test_the_axes_are_labelled_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sheets, "_draw_text", lambda d, xy, text, *a: drawn.append(text))
     make_sheets(out, thumb=64)
     assert [t for t in drawn if "rows" in t or "cols" in t] == ["rows: content", "cols: style"]
-    assert drawn[0] == "6 job(s)"                                   # the title
+    assert " ".join(drawn[:3]).endswith("6 job(s)")                 # the title, wrapped
 
 
 def test_parameter_sweep_puts_the_varying_parameters_on_the_axes(tmp_path):
@@ -145,8 +156,8 @@ def test_parameter_sweep_puts_the_varying_parameters_on_the_axes(tmp_path):
     assert plan.row_values == (100.0, 1000.0, 10000.0) and plan.col_values == (0, 1)
     [path] = make_sheets(out, thumb=64)
     with Image.open(path) as img:
-        assert img.size == expected_size(3, 2, image_header=False) == (208, 300)
-        assert img.getpixel(cell_center(2, 1, False)) == (100, 200, 7)
+        assert img.size == expected_size(3, 2, image_header=False, **lines(out))
+        assert img.getpixel(cell_center(2, 1, False, **lines(out))) == (100, 200, 7)
 
 
 def test_failed_and_missing_cells_are_placeholders_that_say_why(tmp_path, monkeypatch):
@@ -159,10 +170,11 @@ def test_failed_and_missing_cells_are_placeholders_that_say_why(tmp_path, monkey
     monkeypatch.setattr(sheets, "_draw_text", lambda d, xy, text, *a: (drawn.append(text), real(d, xy, text, *a)))
     [path] = make_sheets(out, thumb=64)
     with Image.open(path) as img:
-        failed = img.getpixel(cell_center(0, 1, True))
+        n = lines(out)
+        failed = img.getpixel(cell_center(0, 1, True, **n))
         assert failed != run.records[1]["color"] and failed == sheets.FAILED_FILL
-        assert img.getpixel((cell_center(1, 0, True)[0] + 20, cell_center(1, 0, True)[1] + 20)) == sheets.MISSING_FILL
-        assert img.getpixel(cell_center(0, 0, True)) == run.records[0]["color"]
+        assert img.getpixel((cell_center(1, 0, True, **n)[0] + 20, cell_center(1, 0, True, **n)[1] + 20)) == sheets.MISSING_FILL
+        assert img.getpixel(cell_center(0, 0, True, **n)) == run.records[0]["color"]
     text = " ".join(drawn)
     assert "failed:" in drawn and "CUDA out of" in text and "traceback" not in text
     assert "missing:" in text and "0000000000000002.png" in text.replace(" ", "")
@@ -186,7 +198,7 @@ def test_large_grids_are_split_into_pages(tmp_path):
     assert paths == [out / f"contact_sheet_p{i}.png" for i in (1, 2, 3)]
     for path in paths:
         with Image.open(path) as img:
-            assert img.size == expected_size(1, 3, True)
+            assert img.size == expected_size(1, 3, True, **lines(out, max_cells_per_page=4))
     plans = plan_sheets(load_results(out), max_cells_per_page=2)      # 2 columns, then 1
     assert [(len(p.row_values), len(p.col_values)) for p in plans] == [(1, 2), (1, 1)] * 3
     assert plans[0].title.endswith("page 1/6")
@@ -213,12 +225,12 @@ def test_a_third_varying_key_makes_one_sheet_per_value(tmp_path):
     assert paths == [out / "contact_sheet_seed-0.png", out / "contact_sheet_seed-1.png"]
     for seed, path in enumerate(paths):
         with Image.open(path) as img:
-            assert img.size == expected_size(2, 2, True)
-            assert img.getpixel(cell_center(1, 1, True)) == (seed * 200, 10, 10)
+            assert img.size == expected_size(2, 2, True, **lines(out))
+            assert img.getpixel(cell_center(1, 1, True, **lines(out))) == (seed * 200, 10, 10)
     [only] = make_sheets(out, thumb=64, where={"seed": "1"}, dest=tmp_path / "one.jpg")
     assert only == tmp_path / "one.jpg"
     with Image.open(only) as img:
-        assert img.format == "JPEG" and img.size == expected_size(2, 2, True)
+        assert img.format == "JPEG" and img.size == expected_size(2, 2, True, **lines(out, where={"seed": "1"}))
 
 
 def test_too_many_values_per_cell_is_reported_with_the_where_fix(tmp_path):

@@ -15,6 +15,7 @@ import yaml
 
 from ..errors import ManifestError
 from ..run.jobs import Job, make_job
+from ..run.naming import name_jobs
 from ..params import Params, params_from_mapping
 
 if TYPE_CHECKING:
@@ -65,7 +66,8 @@ def expand(manifest: Manifest) -> list[Job]:
         for params in all_params:
             job = make_job(content, style.refs, params, manifest.clips.get(content))
             jobs.setdefault(job.job_id, job)
-    return list(jobs.values())
+    return name_jobs(list(jobs.values()), [k for k, _ in manifest.grid], manifest.output_name,
+                     str(manifest.source))
 
 
 def _style_doc(style: StyleEntry) -> dict[str, Any]:
@@ -100,6 +102,7 @@ def resolved_yaml(manifest: Manifest, jobs: list[Job] | None = None) -> str:
         "retries": manifest.retries,
         "timeout": manifest.timeout,
         "sheet": asdict(manifest.sheet) if manifest.sheet else None,
+        "output_name": manifest.output_name,
         "jobs": [job.describe() for job in jobs],
     })
     header = ("# Written by nst-batch: the manifest with every path resolved and every job's\n"

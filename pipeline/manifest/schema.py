@@ -23,6 +23,7 @@ from .expand import expand, grid_combinations, grid_size, resolved_yaml, zip_mis
 from .clips import check_clip
 from .inputs import MAX_JOBS, PATH_HINT, InputChecker, StyleEntry, file_kind, resolve
 from ..run.jobs import INIT_KEYWORDS
+from ..run.naming import template_problem
 from .yaml_reader import (INVALID, MAX_NODES, Abort, Report, describe, has_invalid, is_number,
                             read_yaml, suggest)
 from ..video import Clip
@@ -32,7 +33,7 @@ from ..views.sheets import DEFAULT_THUMB, IMAGE_KEYS, THUMB_RANGE
 VERSION = 1
 TOP_KEYS = ("version", "output", "content", "style", "pairing", "pairs", "params", "grid",
             "devices", "workers_per_device", "retries", "timeout", "sheet", "memory_limit",
-            "save_every")
+            "save_every", "output_name")
 WEIGHTS_KEYWORDS = ("original", "torchvision")
 _DEVICE = re.compile(r"^(cpu|cuda(:[0-9]{1,3})?)$")
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Manifest:
     clips: Mapping[str, Clip] = field(default_factory=lambda: MappingProxyType({}))   # content path -> its clip
     warnings: tuple[str, ...] = ()            # entries whose jobs will fail alone (a broken symlink)
     save_every: int = 0                       # intermediate images every N evaluations (0: none)
+    output_name: str | None = None            # a file-name template (run/naming.py); None: the default
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +141,9 @@ class _Checker:
         memory_limit = self._memory_limit(data.get("memory_limit"))
         save_every = self._int(("save_every",), data.get("save_every", 0), 0, 1_000_000)
         sheet = self._sheet(data.get("sheet"))
+        output_name = data.get("output_name")
+        if output_name is not None and template_problem(output_name):
+            self.add(("output_name",), template_problem(output_name))
         if len(self.report):
             return None
         return Manifest(
@@ -147,7 +152,7 @@ class _Checker:
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
             workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet, memory_limit=memory_limit,
             data=MappingProxyType(data), clips=MappingProxyType(dict(inputs.clips)),
-            warnings=tuple(self.report.warnings()), save_every=save_every)
+            warnings=tuple(self.report.warnings()), save_every=save_every, output_name=output_name)
 
     # --- small typed values -----------------------------------------------------------------
 

@@ -12,14 +12,14 @@ import json
 import logging
 import math
 import os
-import re
 import sqlite3
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import OutputError
+from .sidecars import JOB_ID, is_id_name, sidecar_paths
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,6 @@ JSON_COLUMNS = ("styles", "params")
 _REAL = tuple(n for n, t in COLUMNS if t.startswith("REAL"))
 _INT = ("steps", "width", "height", "attempts", "worker")
 _TEXT = ("content", "device", "error", "started_at", "finished_at", "weights_id")
-_JOB_ID = re.compile(r"[0-9a-f]{16}")
 _SQL_INSERT = (f"INSERT OR REPLACE INTO jobs ({', '.join(COLUMN_NAMES)}) "
                f"VALUES ({', '.join('?' * len(COLUMN_NAMES))})")
 
@@ -113,6 +112,12 @@ class ResultsIndex:
                                         (status,))
         return [_from_row(row) for row in cursor]
 
+    def delete(self, job_ids: list[str]) -> None:
+        """Remove the rows of `job_ids` (prune), in one transaction."""
+        with self._lock:
+            self._conn.executescript("BEGIN; " + "".join(
+                f"DELETE FROM jobs WHERE job_id = '{j}'; " for j in job_ids if JOB_ID.fullmatch(j)) + "COMMIT;")
+
     def counts(self) -> dict[str, int]:
         """Rows per status; every known status is present, with 0 when there are none."""
         counts = dict.fromkeys(STATUSES, 0)
@@ -168,7 +173,7 @@ def record_problem(record: Any) -> str | None:
     if not isinstance(record, dict):
         return "not a JSON object"
     job_id = record.get("job_id")
-    if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+    if not isinstance(job_id, str) or not JOB_ID.fullmatch(job_id):
         return "no job_id" if job_id is None else f"job_id {job_id!r} is not 16 hex digits"
     if record.get("status") not in STATUSES:
         return f"unknown status {record.get('status')!r} (expected {', '.join(STATUSES)})"
@@ -200,7 +205,7 @@ def reindex(output_dir: str | Path) -> int:
     if not root.is_dir():
         raise OutputError(f"not an nst-batch output folder: {root} (no such folder)")
     records: dict[str, dict[str, Any]] = {}
-    for path in _sidecar_paths(root):
+    for path in sidecar_paths(root):
         record = _read_sidecar(root, path)
         if record is None:
             continue
@@ -345,35 +350,34 @@ def _why(err: sqlite3.Error) -> str:
 def _missing_index_error(output_dir: Path) -> OutputError:
     if not output_dir.is_dir():
         return OutputError(f"not an nst-batch output folder: {output_dir} (no such folder)")
-    if next(_sidecar_paths(output_dir), None) is None:
+    if next(sidecar_paths(output_dir), None) is None:
         return OutputError(f"not an nst-batch output folder: {output_dir} (no {INDEX_NAME} and no job sidecars)")
     return OutputError(f"no results index in {output_dir}: "
                        f"run nst-batch reindex {output_dir} to rebuild it from the job sidecars")
 
 
-def _sidecar_paths(root: Path) -> Iterator[Path]:
-    """`<job_id>.json` files under `root`, in a stable order; hidden files and folders skipped."""
-    for folder, dirs, files in os.walk(root):   # does not follow symlinked folders
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.endswith(".json") and _JOB_ID.fullmatch(name[:-5]):
-                yield Path(folder) / name
-
-
 def _read_sidecar(root: Path, path: Path) -> dict[str, Any] | None:
-    """The sidecar's record ready to index, or None (with a warning) when it cannot be used."""
+    """The sidecar's record ready to index, or None (with a warning) when it cannot be used.
+
+    JSON files that are no sidecar (a clip's frames.json, a user's notes) are skipped quietly;
+    a file named by a job id, or one that holds a job_id, is warned about."""
     where = path.relative_to(root)
+    loud = is_id_name(path)
     try:
         record = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as err:
-        log.warning("skipping sidecar %s: cannot read it (%s)", where, err.strerror or err)
+        if loud:
+            log.warning("skipping sidecar %s: cannot read it (%s)", where, err.strerror or err)
         return None
     except (UnicodeDecodeError, ValueError) as err:
-        log.warning("skipping sidecar %s: not valid JSON (%s)", where, err)
+        if loud:
+            log.warning("skipping sidecar %s: not valid JSON (%s)", where, err)
+        return None
+    if not loud and not (isinstance(record, dict) and "job_id" in record):
         return None
     problem = record_problem(record)
-    if problem is None and record["job_id"] != path.stem:
-        problem = f"its job_id {record['job_id']} does not match the file name"
+    if problem is None and Path(record["output"]).with_suffix(".json") != where:
+        problem = f"it records the output {record['output']}, not the image beside it"
     if problem is not None:
         log.warning("skipping sidecar %s: %s", where, problem)
         return None

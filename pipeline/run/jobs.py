@@ -44,6 +44,9 @@ class Job:
     params: Params
     output: str                       # image path relative to the output folder (a clip: its mp4)
     clip: Clip | None = None          # a chain of frames (content is the video or frames folder)
+    # (key, value) of the parameters that vary among the manifest's jobs (run/naming.py): what
+    # progress lines show to tell a grid's jobs apart.
+    variant: tuple[tuple[str, str], ...] = ()
 
     @property
     def sidecar(self) -> str:
@@ -145,7 +148,8 @@ def style_stem(paths: Iterable[str]) -> str:
 
 
 def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt: str) -> str:
-    """`<content-stem>/<style-stem>/<job_id>.<ext>`."""
+    """`<content-stem>/<style-stem>/<job_id>.<ext>`: one job alone (`stylize`); a manifest's
+    jobs are renamed by run/naming.py after the parameters that vary."""
     ext = {"png": "png", "jpeg": "jpg", "tiff": "tif"}[fmt]
     return f"{safe_stem(content)}/{style_stem(s.path for s in styles)}/{job_id}.{ext}"
 

@@ -1,8 +1,9 @@
 """Connects the executor's events to the sidecars, the index, the display and the run log."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Iterator
+from typing import Collection, Iterator
 
 from ..errors import NSTError
 from ..imaging import remove_partial_writes
@@ -30,12 +31,14 @@ class RunListener:
     """Connects the executor's events to the sidecars, the index and the display."""
 
     def __init__(self, output_dir: Path, index: ResultsIndex, display: RunDisplay, log: RunLog,
-                 live_every: float | None = LIVE_EVERY):
+                 live_every: float | None = LIVE_EVERY, job_ids: Collection[str] | None = None):
         self.output_dir, self.index, self.display, self.log = output_dir, index, display, log
         self.slot_of: dict[str, int] = {}
         self.device_of: dict[str, str] = {}
         # Shards write no index, so no page either: `reindex` and `gallery` make it afterwards.
-        self.live = (LiveGallery(output_dir, display.total, display.eta_text, self.message, write=write_gallery,
+        # The page shows the manifest's jobs only (`job_ids`), as the one written at the end.
+        page = functools.partial(write_gallery, job_ids=job_ids)
+        self.live = (LiveGallery(output_dir, display.total, display.eta_text, self.message, write=page,
                                  every=live_every)
                      if live_every else None)
 

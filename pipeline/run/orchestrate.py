@@ -25,6 +25,7 @@ from .print_size import print_sizes
 from .index_repair import open_for_run_repaired
 from .jobs import Job, safe_join
 from .output_lock import LOCK_NAME, BusyError, hold_output  # noqa: F401 - BusyError, LOCK_NAME: re-exported
+from .naming import adopt_earlier_names
 from ..engine.weights import weights_id
 from ..manifest.expand import expand, resolved_yaml
 from ..manifest.schema import Manifest, load_manifest
@@ -106,7 +107,9 @@ class RunOptions:
 
 def prepare(manifest_path: Path, shard: tuple[int, int] | None = None) -> tuple[Manifest, list[Job]]:
     manifest = load_manifest(manifest_path)
-    jobs = expand(manifest)
+    # Results already written under another name (an earlier manifest, the id-only names of
+    # nst-batch before 0.9) are found by job id and keep that name: resume never redoes them.
+    jobs = adopt_earlier_names(expand(manifest), manifest.output)
     if shard is not None:
         jobs = shard_jobs(jobs, *shard)
     return manifest, jobs
@@ -188,7 +191,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
                 if row is None or row.get("status") != record.get("status"):
                     index.upsert(record)
         if not todo:
-            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest),
+            return {**summary, "done": 0, "failed": 0, "views": [] if sharded else write_views(manifest, jobs=jobs),
                     "warnings": warnings + _index_warning(index)}
         display = display or RunDisplay(len(todo), slots, live=options.live, quiet=options.quiet,
                                         work={j.job_id: job_stages(j) for j in todo})
@@ -197,7 +200,8 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
                   f"{summary['kept_failed']} failed kept) on {', '.join(s.device for s in slots)}"
                   + (" (one shard)" if sharded else ""))
         listener = RunListener(out, index if not sharded else _NoIndex(), display, log,
-                               live_every=None if sharded or not options.live_every else options.live_every)
+                               live_every=None if sharded or not options.live_every else options.live_every,
+                               job_ids={j.job_id for j in jobs})
         flags = StopFlags()
         settings = ExecutorOptions(
             retries=manifest.retries if options.retries is None else options.retries,
@@ -215,7 +219,7 @@ def _run_locked(manifest: Manifest, jobs: list[Job], options: RunOptions,
               + (" · interrupted" if interrupted else ""))
     said = listener.live.reported if listener.live else set()
     return {**summary, **counts, "interrupted": interrupted, "retired": executor.retired_workers,
-            "views": [] if sharded else write_views(manifest, display, said),
+            "views": [] if sharded else write_views(manifest, display, jobs, said),
             "warnings": warnings + _index_warning(index)}
 
 
@@ -224,8 +228,10 @@ def _index_warning(index: Any) -> list[str]:
     return [error] if error else []
 
 
-def write_views(manifest: Manifest, display: RunDisplay | None = None, said: set[str] = frozenset()) -> list[str]:
-    """Regenerate index.html, and the contact sheet when the manifest asks for one.
+def write_views(manifest: Manifest, display: RunDisplay | None = None, jobs: list[Job] | None = None,
+                said: set[str] = frozenset()) -> list[str]:
+    """Regenerate index.html, and the contact sheet when the manifest asks for one, of the
+    manifest's jobs only (results of earlier manifests in the folder are left out).
 
     A problem here (say, a sheet layout that needs --where) is reported, never allowed to
     turn a finished batch into an error.
@@ -234,11 +240,13 @@ def write_views(manifest: Manifest, display: RunDisplay | None = None, said: set
     from ..views.sheets import make_sheets
 
     written: list[str] = []
+    ids = {j.job_id for j in (expand(manifest) if jobs is None else jobs)}
     try:
-        written.append(str(write_gallery(manifest.output)))
+        written.append(str(write_gallery(manifest.output, job_ids=ids)))
         if manifest.sheet is not None:
             s = manifest.sheet
-            written += [str(p) for p in make_sheets(manifest.output, rows=s.rows, cols=s.cols, thumb=s.thumb)]
+            written += [str(p) for p in make_sheets(manifest.output, rows=s.rows, cols=s.cols, thumb=s.thumb,
+                                                    job_ids=ids)]
     except (NSTError, OSError, sqlite3.Error) as err:   # OSError, sqlite3.Error: a full disk
         reason = err if isinstance(err, NSTError) else (
             f"could not write the gallery or contact sheet ({getattr(err, 'strerror', None) or err}"

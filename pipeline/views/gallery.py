@@ -16,12 +16,12 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 from urllib.parse import quote
 
 from ..errors import NSTError, OutputError
 from ..imaging import atomic_write_bytes, read_image, to_pil
-from .results import (IMAGE_KEYS, INDEX_NAME, ResultRow, axis_value, cell_reason, inside, load_results, value_label,
+from .results import (IMAGE_KEYS, ResultRow, axis_value, cell_reason, inside, select_rows, INDEX_NAME, value_label,
                       value_sort_key, varying_keys)
 from .clips import is_clip_output, strip
 from .sheets import SHEET_STEM
@@ -40,13 +40,15 @@ CSP = ("default-src 'none'; img-src 'self' file: data:; media-src 'self' file:; 
        "script-src 'unsafe-inline'")
 
 
-def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB, live: LiveState | None = None) -> Path:
+def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB,
+                  job_ids: Collection[str] | None = None, live: LiveState | None = None) -> Path:
     """Write `<output_dir>/index.html` (and any missing or stale thumbnails); returns its path.
+    `job_ids`: a manifest's jobs only (views/results.py's select_rows); None: every result.
 
     `live`: the run is still going (views/live.py): the page shows its running jobs and the
     ETA, and reloads itself while `live.active`."""
     root = Path(output_dir)
-    results = load_results(root) if (root / INDEX_NAME).is_file() or live is None else []
+    results = select_rows(root, job_ids) if (root / INDEX_NAME).is_file() or live is None else []
     thumbs = {r.job_id: ensure_thumb(root, r, thumb) for r in results}
     sheets = sorted(p.name for p in root.glob(f"{SHEET_STEM}*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     reasons = {r.job_id: cell_reason(root, r) for r in results}

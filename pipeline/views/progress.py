@@ -22,7 +22,9 @@ PLAIN_EVERY = 15.0  # seconds between status lines when stdout is not a terminal
 
 def describe(job: Job) -> str:
     styles = "+".join(s.path.rsplit("/", 1)[-1] for s in job.styles)
-    return f"{job.content.rsplit('/', 1)[-1]} × {styles}"
+    # A grid's jobs share content and style: the values that vary tell them apart.
+    varying = ", ".join(f"{k}={v}" for k, v in job.variant)
+    return f"{job.content.rsplit('/', 1)[-1]} × {styles}" + (f" ({varying})" if varying else "")
 
 
 def short(job: Job) -> str:

@@ -111,3 +111,19 @@ def finish_run(summary: dict[str, Any]) -> int:
         console.print(f"interrupted: rerun the same command to finish the rest ({pending} job(s) pending)")
         return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.get("failed") or summary["kept_failed"] else EXIT_DONE
+
+
+def print_folder_status(output_dir: Path) -> int:
+    """`status OUTPUT`: counts of every result in the folder, from any manifest (the scope line,
+    printed by the CLI, says so), and the failures."""
+    from .results import load_results
+
+    results = load_results(output_dir)
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "failed", "timeout")}
+    console.print(f"{output_dir}: {len(results)} result(s) in the folder, from any manifest (give the "
+                  f"manifest for its jobs only): {counts['done']} done, {counts['failed']} failed"
+                  + (f", {counts['timeout']} timeout" if counts["timeout"] else ""), soft_wrap=True)
+    for r in results:
+        if r.status != "done":
+            console.print(f"  {r.status} {r.job_id} {Path(r.content).name}: {r.error}", soft_wrap=True, markup=False)
+    return EXIT_FAILED if counts["failed"] or counts["timeout"] else EXIT_DONE

@@ -13,7 +13,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Collection, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InputError
 from ..params import PARAM_NAMES
@@ -59,6 +59,28 @@ def load_results(output_dir: str | Path) -> list[ResultRow]:
                          f"(rebuild it from the sidecars with `nst-batch reindex {root}`)") from None
     results = [_result(path, row) for row in rows]
     return sorted(results, key=lambda r: (r.content, _style_label(r.styles), r.job_id))
+
+
+def select_rows(output_dir: str | Path, job_ids: Collection[str] | None = None) -> list[ResultRow]:
+    """The rows a view shows: a manifest's jobs (`job_ids`), or with None every row of the folder.
+
+    Shared by sheets, the gallery and export, so all show the same results."""
+    results = load_results(output_dir)
+    return results if job_ids is None else [r for r in results if r.job_id in job_ids]
+
+
+def scope_line(output_dir: str | Path, job_ids: Collection[str] | None = None,
+               manifest: str | None = None) -> str:
+    """One line saying what a view shows: a manifest's jobs, or everything in the folder."""
+    results = load_results(output_dir)
+    if job_ids is None:
+        return (f"{output_dir}: all {len(results)} result(s) in the folder, from any manifest "
+                "(give the manifest instead to see only its jobs)")
+    mine = sum(r.job_id in job_ids for r in results)
+    others = len(results) - mine
+    return (f"{manifest or 'manifest'}: {mine} of its {len(job_ids)} job(s) have results in {output_dir}"
+            + (f"; {others} other result(s) there are left out (nst-batch prune {manifest or 'MANIFEST'} "
+               "lists them)" if others else ""))
 
 
 def _result(path: Path, row: dict[str, Any]) -> ResultRow:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InputError, ParamError
-from ..params import PARAM_NAMES
+from ..params import DEFAULTS, PARAM_NAMES
 from .results import (IMAGE_KEYS, ResultRow, axis_value, candidate_keys, distinct_values, value_label,
                       value_sort_key, varying_keys)
 
@@ -159,10 +159,39 @@ def plan_sheets(results: Sequence[ResultRow], rows: str | None = None, cols: str
         members = groups[combo]
         tag = "_".join(f"{k}-{_UNSAFE.sub('_', value_label(k, v))[:40]}" for k, v in zip(extra, combo))
         # The axes are labelled once, in the sheet's corner; the title says what the axes do not.
-        title = " | ".join([f"{len(members)} job(s)", *fixed,
-                            *(f"{k}={value_label(k, v)}" for k, v in zip(extra, combo))])
+        title = fixed_title(members, (rows, cols), [*where, *extra])
         plans.extend(_pages(members, rows, cols, title, tag, max_cells_per_page))
     return plans
+
+
+# Always named in a title, default or not: what a reader asks first about any result.
+TITLE_KEYS = ("size", "steps")
+
+
+def fixed_title(results: Sequence[ResultRow], axes: Sequence[str], chosen: Sequence[str] = ()) -> str:
+    """What every cell of a sheet shares: the photo and the painting (when one each), the
+    settings that are the same in all cells (size, steps and those that differ from the
+    defaults; keys picked with --where or split into sheets always), and the job count.
+    E.g. `photo golden_gate · style vangogh · size=512, steps=300, tv_weight=0.001 · 9 jobs`."""
+    images = [f"{'photo' if k == 'content' else k} {value_label(k, distinct_values(results, k)[0])}"
+              for k in IMAGE_KEYS if k not in axes and len(distinct_values(results, k)) == 1]
+    settings = []
+    for key in PARAM_NAMES:
+        values = distinct_values(results, key)
+        if key in axes or len(values) != 1:
+            continue
+        default = DEFAULTS.to_dict().get(key)
+        if key in TITLE_KEYS or key in chosen or not matches(key, values[0], _text(default)):
+            settings.append(f"{key}={value_label(key, values[0])}")
+    chosen_images = [f"{k}={value_label(k, distinct_values(results, k)[0])}" for k in chosen
+                     if k in IMAGE_KEYS and k not in axes and not images]
+    parts = list(images)
+    parts += [", ".join(chosen_images + settings)] if settings or chosen_images else []
+    return " · ".join(parts + [f"{len(results)} job(s)"])
+
+
+def _text(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else ("null" if value is None else value)
 
 
 def _pages(results: Sequence[ResultRow], rows: str, cols: str, title: str, tag: str,

@@ -8,17 +8,18 @@ looking at pixels. results.py reads the index into plain records.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from ..errors import NSTError, OutputError, ParamError
 from ..imaging import atomic_write_bytes, read_image, to_pil
 from .clips import first_frame, is_clip_output, strip
-from .results import IMAGE_KEYS, ResultRow, cell_reason, inside, load_results, value_label
+from .results import IMAGE_KEYS, ResultRow, cell_reason, inside, load_results, select_rows, value_label
 from .sheet_plan import DEFAULT_MAX_CELLS, SheetPlan, parse_where, plan_sheets
 
 DEFAULT_THUMB = 256             # cell size in pixels
@@ -41,6 +42,9 @@ class Layout:
     """Pixel geometry of a sheet; every size follows from the thumbnail size."""
 
     thumb: int
+    title_lines: int = 1          # the title wraps, never cut (sheet_plan.fixed_title)
+    caption_lines: int = 1        # every cell's caption gets as many lines as the longest needs
+    header_lines: int = 2         # a parameter column header: key=value wrapped, and the corner
 
     @property
     def font_size(self) -> int:
@@ -55,23 +59,23 @@ class Layout:
         return max(4, self.thumb // 32)
 
     @property
-    def cell_h(self) -> int:          # image box plus one caption line
-        return self.thumb + self.line_h
+    def cell_h(self) -> int:          # image box plus its caption lines
+        return self.thumb + self.caption_lines * self.line_h
 
     def header_h(self, cols_key: str) -> int:
-        return self.thumb + self.line_h if cols_key in IMAGE_KEYS else 2 * self.line_h
+        return max(self.thumb + self.line_h if cols_key in IMAGE_KEYS else 0, self.header_lines * self.line_h)
 
     def size(self, cols_key: str, nrows: int, ncols: int) -> tuple[int, int]:
         m, t = self.margin, self.thumb
         width = m + t + ncols * (m + t) + m
-        height = m + self.line_h + m + self.header_h(cols_key) + nrows * (m + self.cell_h) + m
+        height = m + self.title_lines * self.line_h + m + self.header_h(cols_key) + nrows * (m + self.cell_h) + m
         return width, height
 
     def col_x(self, c: int) -> int:
         return 2 * self.margin + self.thumb + c * (self.margin + self.thumb)
 
     def header_y(self) -> int:
-        return 2 * self.margin + self.line_h
+        return 2 * self.margin + self.title_lines * self.line_h
 
     def row_y(self, cols_key: str, r: int) -> int:
         return self.header_y() + self.header_h(cols_key) + self.margin + r * (self.margin + self.cell_h)
@@ -120,6 +124,55 @@ def _wrap(text: str, font: Any, width: int, max_lines: int) -> list[str]:
     return lines
 
 
+_BREAKS = re.compile(r"(?<=[=,_+|-])")
+
+
+def wrap_words(text: str, font: Any, width: int) -> list[str]:
+    """`text` in lines no wider than `width`, broken at spaces, else after = , _ + | -, and
+    only a single unbreakable run wider than a line is split between letters. Nothing is cut:
+    the lines joined hold every character of `text`."""
+    pieces: list[tuple[bool, str]] = []     # (starts a word, text)
+    for word in text.split(" "):
+        first = True
+        for chunk in _BREAKS.split(word) if font.getlength(word) > width else [word]:
+            while font.getlength(chunk) > width:   # a run with no break point: letters
+                cut = max(1, next((i for i in range(len(chunk), 0, -1) if font.getlength(chunk[:i]) <= width), 1))
+                pieces.append((first, chunk[:cut]))
+                chunk, first = chunk[cut:], False
+            if chunk:
+                pieces.append((first, chunk))
+                first = False
+    lines: list[str] = []
+    for new_word, piece in pieces:
+        joined = (f"{lines[-1]} {piece}" if new_word else lines[-1] + piece) if lines else piece
+        if lines and font.getlength(joined) <= width:
+            lines[-1] = joined
+        else:
+            lines.append(piece)
+    return [line for line in lines if line] or [""]
+
+
+def layout_for(plans: Sequence[SheetPlan], thumb: int) -> Layout:
+    """The geometry that fits every title, header and caption of `plans` in full."""
+    base = Layout(thumb)
+    font = _font(base.font_size)
+    width = lambda p: base.size(p.cols_key, 1, len(p.col_values))[0] - 2 * base.margin
+    title = max(len(wrap_words(p.title, font, width(p))) for p in plans)
+    caption = max((len(wrap_words(caption_text(p, r, c), font, thumb))
+                   for p in plans for r in range(len(p.row_values)) for c in range(len(p.col_values))), default=1)
+    corner = max(len(wrap_words(f"rows: {p.rows_key}", font, thumb)) + len(wrap_words(f"cols: {p.cols_key}", font, thumb))
+                 for p in plans)
+    cols = max((len(wrap_words(f"{p.cols_key}={value_label(p.cols_key, v)}", font, thumb))
+                for p in plans if p.cols_key not in IMAGE_KEYS for v in p.col_values), default=1)
+    return Layout(thumb, title_lines=title, caption_lines=caption, header_lines=max(2, corner, cols))
+
+
+def caption_text(plan: SheetPlan, r: int, c: int) -> str:
+    """A cell's caption: its row and column values, in full (`style_weight=10, content_weight=0.5`)."""
+    return ", ".join(_Painter.caption(k, v) for k, v in ((plan.rows_key, plan.row_values[r]),
+                                                          (plan.cols_key, plan.col_values[c])))
+
+
 class _Painter:
     """Draws one SheetPlan; input thumbnails are read once per painter."""
 
@@ -135,18 +188,18 @@ class _Painter:
         size = lay.size(plan.cols_key, len(plan.row_values), len(plan.col_values))
         sheet = Image.new("RGB", size, PAGE)
         draw = ImageDraw.Draw(sheet)
-        self.text(draw, (m, m), _fit(plan.title, self.font, size[0] - 2 * m), INK)
-        self.text(draw, (m, lay.header_y()), _fit(f"rows: {plan.rows_key}", self.font, t), MUTED)
-        self.text(draw, (m, lay.header_y() + lay.line_h), _fit(f"cols: {plan.cols_key}", self.font, t), MUTED)
+        for i, line in enumerate(wrap_words(plan.title, self.font, size[0] - 2 * m)):
+            self.text(draw, (m, m + i * lay.line_h), line, INK)
+        corner = [*wrap_words(f"rows: {plan.rows_key}", self.font, t), *wrap_words(f"cols: {plan.cols_key}", self.font, t)]
+        for i, line in enumerate(corner):
+            self.text(draw, (m, lay.header_y() + i * lay.line_h), line, MUTED)
         for c, value in enumerate(plan.col_values):
             self.header(sheet, draw, plan.cols_key, value, (lay.col_x(c), lay.header_y()), lay.header_h(plan.cols_key))
         for r, value in enumerate(plan.row_values):
             y = lay.row_y(plan.cols_key, r)
             self.header(sheet, draw, plan.rows_key, value, (m, y), lay.cell_h)
             for c, result in enumerate(plan.cells[r]):
-                caption = " | ".join(self.caption(k, v) for k, v in
-                                     ((plan.rows_key, value), (plan.cols_key, plan.col_values[c])))
-                self.cell(sheet, draw, result, caption, (lay.col_x(c), y))
+                self.cell(sheet, draw, result, caption_text(plan, r, c), (lay.col_x(c), y))
         return sheet
 
     def text(self, draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, fill: tuple) -> None:
@@ -161,11 +214,7 @@ class _Painter:
         lay, (x, y) = self.layout, xy
         label = value_label(key, value)
         if key not in IMAGE_KEYS:
-            text = f"{key}={label}"
-            lines = [text]
-            if self.font.getlength(text) > lay.thumb:     # key on one line, value below
-                lines = [_fit(f"{key}=", self.font, lay.thumb),
-                         *_wrap(label, self.font, lay.thumb, max(1, height // lay.line_h - 1))]
+            lines = wrap_words(f"{key}={label}", self.font, lay.thumb)   # in full: the layout made room
             top = y + (height - len(lines) * lay.line_h) // 2
             for i, line in enumerate(lines):
                 self.text(draw, (x, top + i * lay.line_h), line, INK)
@@ -218,7 +267,8 @@ class _Painter:
             draw.rectangle([x, y, x + t - 1, y + t - 1], fill=FAILED_FILL if failed else MISSING_FILL)
             for i, line in enumerate(_wrap(reason, self.font, t - 4, max(1, (t - 4) // lay.line_h))):
                 self.text(draw, (x + 2, y + 2 + i * lay.line_h), line, INK)
-        self.text(draw, (x, y + t + 1), _fit(caption, self.font, t), MUTED)
+        for i, line in enumerate(wrap_words(caption, self.font, t)):
+            self.text(draw, (x, y + t + 1 + i * lay.line_h), line, MUTED)
 
 
 # ---------------------------------------------------------------------------- entry point
@@ -226,8 +276,11 @@ class _Painter:
 def make_sheets(output_dir: str | Path, rows: str | None = None, cols: str | None = None,
                 where: Mapping[str, Any] | None = None, thumb: int = DEFAULT_THUMB,
                 dest: str | Path | None = None,
-                max_cells_per_page: int = DEFAULT_MAX_CELLS) -> list[Path]:
+                max_cells_per_page: int = DEFAULT_MAX_CELLS,
+                job_ids: Collection[str] | None = None) -> list[Path]:
     """Draw the contact sheet(s) of a run and write them atomically; returns the files written.
+
+    `job_ids`: a manifest's jobs only (views/results.py's select_rows); None: every result.
 
     `dest` defaults to `<output_dir>/contact_sheet.png`; pages and one-sheet-per-value files
     are named after it (`contact_sheet_p2.png`, `contact_sheet_seed-1.png`).
@@ -240,8 +293,8 @@ def make_sheets(output_dir: str | Path, rows: str | None = None, cols: str | Non
     fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}.get(dest.suffix.lower())
     if fmt is None:
         raise OutputError(f"-o {dest}: unsupported sheet format {dest.suffix or '(none)'!r}; use .png, .jpg or .jpeg")
-    plans = plan_sheets(load_results(root), rows, cols, where, max_cells_per_page)
-    painter = _Painter(root, Layout(thumb))
+    plans = plan_sheets(select_rows(root, job_ids), rows, cols, where, max_cells_per_page)
+    painter = _Painter(root, layout_for(plans, thumb))
     written = []
     for plan in plans:
         path = dest.with_name(plan.file_name(dest.stem, dest.suffix))

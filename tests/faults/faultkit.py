@@ -25,7 +25,9 @@ from PIL import Image
 from conftest import make_content, make_style
 
 REPO = Path(__file__).resolve().parents[2]
-JOB_FILE = re.compile(r"[0-9a-f]{16}\.(png|jpg|json)")
+# A job's final image or sidecar (names carry the varying parameters, run/naming.py); not the
+# views' files nor a clip's frames.json, which are no job's completion marker.
+JOB_FILE = re.compile(r"(?!contact_sheet|frames\.json$|index\.)[^.][^/]*\.(png|jpg|json)")
 
 
 # --- projects --------------------------------------------------------------------------------
@@ -199,11 +201,16 @@ class Hold:
 # --- what the files say ----------------------------------------------------------------------
 
 def sidecars(out: Path) -> dict[str, dict[str, Any]]:
-    """job_id -> sidecar record, for every `<job_id>.json` under `out`."""
+    """job_id -> sidecar record, for every sidecar under `out` (any `<name>.json` that records a
+    job id and sits beside its output: names carry the varying parameters, run/naming.py)."""
     found = {}
     for path in out.rglob("*.json"):
-        if JOB_FILE.fullmatch(path.name) and not any(p.startswith(".") for p in path.relative_to(out).parts):
-            found[path.stem] = json.loads(path.read_text())
+        if any(p.startswith(".") for p in path.relative_to(out).parts):
+            continue
+        record = json.loads(path.read_text())
+        if isinstance(record, dict) and "job_id" in record and \
+                Path(record.get("output", "")).with_suffix(".json") == path.relative_to(out):
+            found[record["job_id"]] = record
     return found
 
 
