@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional, get_args, get_origin
+from typing import Annotated, Optional
 
 import typer
 
@@ -18,6 +17,7 @@ try:  # Typer ≥ 0.2x vendors click; older releases use the click package.
 except ImportError:  # pragma: no cover - depends on the installed Typer
     from click import ClickException as _UsageBase  # type: ignore[assignment]
 
+from .cli_habits import readable_help, single_dash_options, version_line
 from .errors import NSTError, OutputError
 from .params import CHOICES, DEFAULTS
 from .views.sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB
@@ -29,21 +29,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 D = DEFAULTS
 MAX_WORKERS = 1024   # worker processes of one run: a typo must not fork thousands
 MAX_RETRIES = 100    # as the manifest's retries
-
-
-def version_line() -> str:
-    """`--version`: ours, torch's (from its package metadata: importing torch takes seconds) and the
-    default weights' id, the three things a result depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from . import __version__
-    from .engine.weights import weights_id
-
-    try:
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = "not installed"
-    return f"nst-batch {__version__} (torch {torch_version}; weights {weights_id(D.weights)})"
 
 
 def _print_version(value: bool) -> None:
@@ -367,56 +352,12 @@ def _say(scope) -> None:
     typer.echo(scope_line(scope.output_dir, scope.job_ids, scope.manifest), err=True)
 
 
-_TYPE_WORDS = {"int": "INTEGER", "float": "NUMBER", "str": "TEXT"}
-
-
-def _readable_help(group: Any) -> None:
-    """Metavars people read (CONTENT STYLES..., --steps INTEGER, -o PATH) instead of this Typer's
-    `{content}` and `<list[Path]>`. Typer internals: left as they are where they differ."""
-    for command in group.commands.values():
-        for param in command.params:
-            desc = getattr(param, "type_descriptor", None)
-            if desc is None or getattr(param, "is_flag", False):
-                continue
-            annotation = desc.annotation
-            inner = get_args(annotation)[0] if get_origin(annotation) is list else annotation
-            word = "PATH" if desc.is_path or inner is Path else _TYPE_WORDS.get(getattr(inner, "__name__", ""), "VALUE")
-            param.display_type = lambda ctx, word=word: word
-            if param.param_type_name == "argument":
-                name = param.name.upper() + ("..." if param.nargs != 1 else "")
-                param._usage_display_name = lambda name=name, required=param.required: (
-                    name if required else f"[{name}]")
-
-
-_SINGLE_DASH = re.compile(r"-([A-Za-z][A-Za-z0-9]*[_-][A-Za-z0-9_-]*|[A-Za-z]{2,})(=.*)?")
-
-
-def _single_dash_options(group: Any, argv: list[str]) -> str | None:
-    """`-style_weight 100` (jcjohnson/neural-style's spelling): the message naming the option meant.
-
-    Only words that are one of our long options once given two dashes and dashes for
-    underscores are caught; anything else goes to click's own message."""
-    known = {opt for command in group.commands.values() for param in command.params for opt in param.opts}
-    found = []
-    for arg in argv:
-        if arg == "--":
-            break
-        match = _SINGLE_DASH.fullmatch(arg)
-        meant = "--" + match.group(1).replace("_", "-").lower() if match else None
-        if meant in known:
-            found.append(f"{arg.split('=')[0]}: did you mean {meant}?")
-    if not found:
-        return None
-    return ("unknown option " + "; ".join(found)
-            + " (long options take two dashes and hyphens: --style-weight 100)")
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line per error, exit codes 2 (user error) or 130 (interrupted)."""
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     command = typer.main.get_command(app)
-    _readable_help(command)
-    mistake = _single_dash_options(command, sys.argv[1:] if argv is None else argv)
+    readable_help(command)
+    mistake = single_dash_options(command, sys.argv[1:] if argv is None else argv)
     if mistake:
         print(f"error: {mistake}", file=sys.stderr)
         sys.exit(2)

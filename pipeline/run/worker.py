@@ -23,7 +23,7 @@ from typing import Any, Callable, Hashable
 
 import torch
 
-from .. import __version__, fault_hooks, imaging
+from .. import fault_hooks, imaging
 from ..engine import pixels
 from ..engine.features import VGGFeatures
 from ..engine.optimize import JobInput, Precision, Progress, stylize_batch
@@ -35,10 +35,9 @@ from .heap import bound_heap
 from .held import job_held_bytes
 from .grouping import batch_key
 from .jobs import Job, safe_join
-from .records import HISTORY_POINTS, JobRecord, done_record, error_message, failed_record, now_iso, write_sidecar
-from .snapshots import Snapshots
+from .records import JobRecord, error_message, failed_record, now_iso, write_sidecar
+from .job_output import save_result, snapshots_for
 from .targets import targets_fn
-from ..views.plots import downsample
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
 Event = tuple[str, str, Any]          # (kind, job_id, payload)
@@ -312,18 +311,11 @@ class JobRunner:
                 fault_hooks.at_progress(item.job.job_id, p.step, len(chunk))   # test-only
             return progress
 
-        def snapshots_of(item: _Item) -> Snapshots | None:
-            if item.root is None and not self.save_every:
-                return None
-            root, output = (item.root, item.job.output) if item.root is not None else (
-                item.image_path.parent, item.image_path.name)
-            return Snapshots(root, output, item.job.job_id, len(item.job.params.stage_steps()),
-                             self.save_every, thumbnail=item.root is not None)
-
         specs = [JobInput(item.content, item.targets, _planned_params(item), item.init, progress_of(item),
                           finished=lambda result, item=item: finished(item, result),
                           tiles=item.plan.tiles, lbfgs_history=item.plan.history or 1,
-                          snapshot=snapshots_of(item)) for item in chunk]
+                          snapshot=snapshots_for(item.job, item.image_path, item.root, self.save_every))
+                 for item in chunk]
         try:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
         except torch.cuda.OutOfMemoryError:
@@ -338,22 +330,10 @@ class JobRunner:
     # --- records -----------------------------------------------------------------------------
 
     def _save(self, item: _Item, result: Any, feats: VGGFeatures, batch: int) -> JobRecord:
-        job, p = item.job, item.job.params
-        meta = {"job_id": job.job_id, "params": p.to_dict(), "nst_batch": __version__}
-        fault_hooks.at_save(job.job_id)   # test-only
-        height, width = result.image.shape[-2:]
-        alpha = imaging.read_alpha(job.content, height, width) if job.clip is None else None
-        if alpha is not None and p.format == "jpeg":
-            log.warning("%s: its transparency is not kept in a JPEG output (composited on white); "
-                        "use format png or tiff to keep it", job.content)
-        imaging.save_image(result.image, item.image_path, p.format, p.quality, meta, p.dpi, p.bit_depth, alpha)
-        return done_record(job, losses=result.losses, steps=result.steps, width=int(result.image.shape[-1]),
-                           height=int(result.image.shape[-2]), device=str(self.device),
-                           started_at=item.started_at, seconds=time.perf_counter() - item.t0,
-                           weights_id=feats.weights_id, cache_hit=all(item.hits) if item.hits else False,
-                           batch_size=batch, precision="bf16" if self.precision.bf16 else "fp32",
-                           memory_plan=item.plan.describe() if item.plan else None,
-                           loss_history=downsample(result.loss_history, HISTORY_POINTS))
+        return save_result(item.job, item.image_path, result, started_at=item.started_at, t0=item.t0,
+                           device=str(self.device), weights_id=feats.weights_id,
+                           cache_hit=all(item.hits) if item.hits else False, batch=batch,
+                           precision="bf16" if self.precision.bf16 else "fp32", plan=item.plan)
 
     def _failed(self, item: _Item, error: BaseException) -> JobRecord:
         return failed_record(item.job, error, str(self.device), item.started_at, time.perf_counter() - item.t0)
