@@ -245,7 +245,7 @@ def _capacity(runner: JobRunner, clip: _Clip) -> int:
         free_device_memory(runner.device)   # outside the except: its traceback holds the tensors
         return 1
     # A clip job holds its warped previous frame and mask beside a photo job's state.
-    return fitting(footprint + 5 * h * w * 4, runner.device)
+    return fitting(footprint + 5 * h * w * 4, runner.device, budget=runner.budget.bytes)   # the worker's share
 
 
 def _advance(runner: JobRunner, clips: list[_Clip], batch: int, progress_every: float) -> None:
