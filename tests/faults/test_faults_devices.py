@@ -16,7 +16,6 @@ from faultkit import cli_env, make_project
 from pipeline import cli
 from pipeline.executors.local import LocalExecutor
 from pipeline.run import devices
-from pipeline.run import stylize_one as stylize_module
 
 
 @pytest.fixture
@@ -33,7 +32,7 @@ def no_workers(monkeypatch):
         raise AssertionError("stylize built a JobRunner")
 
     monkeypatch.setattr(LocalExecutor, "start_slot", start_slot)
-    monkeypatch.setattr(stylize_module, "JobRunner", runner)
+    monkeypatch.setattr("pipeline.run.worker.JobRunner", runner)   # stylize imports it late
     return started
 
 
