@@ -67,13 +67,8 @@ def read_image(path: str | Path, long_side_hint: int | None = None) -> torch.Ten
                 del upright
     except InputError:
         raise
-    except Image.DecompressionBombError:
-        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
-                         "downscale it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise _pillow_error(path, err) from None
     import torch   # only now (seconds to load): a missing or broken file is reported without it
 
     array = np.asarray(rgb, dtype=np.uint8)
@@ -110,6 +105,16 @@ def decoded_long_side(long_side: int, long_side_hint: int | None) -> int:
     return min(long_side, REDUCE_MARGIN * long_side_hint + 1)
 
 
+def _pillow_error(path: str | Path, err: BaseException) -> InputError:
+    """What Pillow's failure to open or decode `path` means, in one line."""
+    if isinstance(err, Image.DecompressionBombError):
+        return InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
+                          "downscale it first")
+    if isinstance(err, UnidentifiedImageError):
+        return InputError(f"not an image Pillow can read: {path} (is the extension right?)")
+    return InputError(f"truncated or corrupt image: {path} ({err})")
+
+
 def _check_file(path: Path) -> None:
     """What the file system says before Pillow looks: missing, a folder, unreadable, empty."""
     if path.is_symlink() and not path.exists():
@@ -144,13 +149,8 @@ def check_image_header(path: str | Path) -> None:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 size, fmt = img.size, img.format
-    except Image.DecompressionBombError:
-        raise InputError(f"{path}: image is too large to decode safely (over {MAX_PIXELS:,} pixels); "
-                         "downscale it first") from None
-    except UnidentifiedImageError:
-        raise InputError(f"not an image Pillow can read: {path} (is the extension right?)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"truncated or corrupt image: {path} ({err})") from None
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise _pillow_error(path, err) from None
     _check_geometry(path, size)
     trailers = _TRAILERS.get(fmt or "")
     if trailers:
