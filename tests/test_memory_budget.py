@@ -14,7 +14,8 @@ from pipeline.run import budget as budgets, memory
 from pipeline.run import worker as worker_module
 from pipeline.run.cache import StyleTargetCache
 from pipeline.run.jobs import make_job
-from pipeline.run.orchestrate import RunOptions, plan_manifest, run_manifest
+from pipeline.run.held import job_held_bytes
+from pipeline.run.orchestrate import RunOptions, plan_manifest, prepare, run_manifest
 from pipeline.run.worker import JobRunner, _Item
 
 GB = 10**9
@@ -57,6 +58,7 @@ def test_plan_shows_the_plan_each_worker_records_in_the_sidecar(tmp_path):
     assert any(opt != "lbfgs (history 100)" for _, _, opt, _ in planned), planned     # not only defaults
     summary = run_manifest(manifest, RunOptions(live=False))
     assert summary["done"] == 2, summary
+    jobs = {j.job_id: j for j in prepare(manifest)[1]}
     recorded = set()
     for sidecar in (tmp_path / "out").rglob("*.json"):
         record = json.loads(sidecar.read_text())
@@ -65,7 +67,8 @@ def test_plan_shows_the_plan_each_worker_records_in_the_sidecar(tmp_path):
         m = record["memory_plan"]
         optimizer = m["optimizer"] + (f" (history {m['lbfgs_history']})" if m["optimizer"] == "lbfgs" else "")
         recorded.add((f"{record['width']}×{record['height']}", m["mode"], optimizer, m["estimated_peak_bytes"]))
-        assert m["budget_bytes"] == plan["memory_budget"]
+        # the worker's budget, less what the job's decoded inputs hold (run/held.py), as in plan
+        assert m["budget_bytes"] == plan["memory_budget"] - job_held_bytes(jobs[record["job_id"]])
     assert recorded == planned
 
 
@@ -82,8 +85,9 @@ def test_a_batch_is_planned_as_a_whole_and_its_size_chosen_from_the_budget(tmp_p
     jobs = _jobs(tmp_path, 4)
     p, shape = jobs[0].params, (32, 32)
     two = memory.estimate_bytes(p, shape, 2)
-    limit = memory.CPU_WORKER_BASE + int(two / memory.PLAN_FRACTION) + 1024
-    assert memory.estimate_bytes(p, shape, 3) > (limit - memory.CPU_WORKER_BASE) * memory.PLAN_FRACTION
+    inputs = job_held_bytes(jobs[0])           # each job's decoded inputs come off the budget too
+    limit = memory.CPU_WORKER_BASE + int((two + 2 * inputs) / memory.PLAN_FRACTION) + 1024
+    assert memory.estimate_bytes(p, shape, 3) + 3 * inputs > (limit - memory.CPU_WORKER_BASE) * memory.PLAN_FRACTION
     runner = JobRunner(CPU, StyleTargetCache(tmp_path / "cache"), batch_size=4, memory_limit=limit)
     records = []
     runner.run_group(jobs, tmp_path / "out", lambda e: records.append(e[2]) if e[0] == "record" else None)

@@ -14,7 +14,7 @@ import sqlite3
 from conftest import make_content, make_style
 from pipeline.executors.base import Slot
 from pipeline.run.index import COLUMNS, INDEX_NAME, ResultsIndex
-from pipeline.run.orchestrate import RunOptions, run_manifest
+from pipeline.run.orchestrate import RunOptions, prepare, run_manifest
 from pipeline.views.export import export
 from test_executor_base import Scripted, run, started_then
 
@@ -66,8 +66,8 @@ def test_a_cpu_run_writes_device_and_worker_to_the_sidecar_the_index_and_export(
     summary = run_manifest(manifest, RunOptions(live=False))
     assert summary["done"] == 1
     out = tmp_path / "out"
-    (sidecar,) = [p for p in out.rglob("*.json") if len(p.stem) == 16]
-    job_id, record = sidecar.stem, json.loads(sidecar.read_text())
+    (job,) = prepare(manifest)[1]
+    job_id, record = job.job_id, json.loads((out / job.sidecar).read_text())
     assert (record["device"], record["worker"]) == ("cpu", 0)
     with ResultsIndex(out, create=False) as index:
         assert (index.get(job_id)["device"], index.get(job_id)["worker"]) == ("cpu", 0)

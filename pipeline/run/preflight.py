@@ -7,6 +7,7 @@ size fails its own jobs at run time, never the batch. Loads no torch.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,8 @@ def image_problems(jobs: list[Job]) -> list[str]:
             paths.setdefault(job.params.init)
     problems = []
     for path in paths:
+        if os.path.islink(path) and not os.path.exists(path) or os.path.exists(path) and not os.access(path, os.R_OK):
+            continue   # a folder's broken link or unreadable file: the schema has warned of it already
         try:
             check_image_header(Path(path))
         except InputError as err:

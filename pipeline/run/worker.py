@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Hashable
 
@@ -82,6 +83,7 @@ class _Item:
         self.targets: Any = None
         self.hits: list[bool] = []
         self.plan: memory.MemoryPlan | None = None
+        self.inputs = 0                  # bytes its decoded inputs hold (run/held.py)
         self.started_at, self.t0 = now_iso(), time.perf_counter()
 
 
@@ -248,7 +250,7 @@ class JobRunner:
             # naming the size that fits, not an out-of-memory error mid-job.
             # The style (and init) images the job holds, decoded reduced, and its content image:
             # outside the estimate, so off the worker's fixed budget (run/held.py; `plan` does the same).
-            inputs = job_held_bytes(job)
+            item.inputs = inputs = job_held_bytes(job)
             budget = None if self.budget.bytes is None else max(0, self.budget.bytes - inputs)
             held = self.budget.held + (inputs if self.memory_limit is not None else 0)   # named in a refusal
             item.plan = memory.plan_job(p, tuple(content.shape[-2:]), budget, bf16=self.precision.bf16, held=held)
@@ -369,11 +371,18 @@ class JobRunner:
         if not items:
             return []
         p, shape = items[0].job.params, tuple(items[0].content.shape[-2:])
-        size = budgets.batch_capacity(p, shape, self.budget.bytes, self.precision.bf16, len(items))
+        total = self.budget.bytes
+        # Each job of a batch also holds its decoded inputs (run/held.py): the most jobs that
+        # fit together with theirs.
+        room = lambda k: None if total is None else max(0, total - k * max(i.inputs for i in items))  # noqa: E731
+        size = len(items)
+        while size > 1 and budgets.batch_capacity(p, shape, room(size), self.precision.bf16, size) < size:
+            size -= 1
         runs = [items[i:i + size] for i in range(0, len(items), size)]
         for run in runs:
             for item in run:
-                item.plan = budgets.batch_plan(item.plan, item.job.params, shape, len(run), self.precision.bf16)
+                plan = budgets.batch_plan(item.plan, item.job.params, shape, len(run), self.precision.bf16)
+                item.plan = plan if len(run) == 1 else replace(plan, budget=room(len(run)))
         return runs
 
     def _footprint(self, feats: VGGFeatures, p: Any, h: int, w: int) -> int | None:
