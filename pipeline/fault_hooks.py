@@ -129,9 +129,11 @@ def disk_full(path: Path, fh: Any, data: bytes) -> None:
 
 
 def kill_before_replace(path: Path) -> None:
-    """With KILL_IN_WRITE=<marker>: the first worker process writing an image dies here, once."""
+    """With KILL_IN_WRITE=<marker>: the first worker process writing an output image (not a
+    live thumbnail or an intermediate) dies here, once."""
     marker = os.environ.get(KILL_IN_WRITE)
-    if (marker and path.suffix in (".png", ".jpg") and multiprocessing.parent_process() is not None
+    preview = any(part == ".thumbs" or part.endswith(".steps") for part in path.parts)
+    if (marker and path.suffix in (".png", ".jpg") and not preview and multiprocessing.parent_process() is not None
             and not os.path.exists(marker)):
         Path(marker).touch()
         _die()

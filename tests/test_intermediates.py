@@ -86,3 +86,15 @@ def test_a_bad_save_every_is_one_line_naming_the_key(tmp_path):
     with pytest.raises(NSTError) as err:
         load_manifest(manifest)
     assert "save_every" in str(err.value) and "-3" in str(err.value)
+
+
+def test_an_unexpected_error_in_a_preview_never_fails_the_job(tmp_path, monkeypatch):
+    from pipeline import imaging
+
+    def broken(*args, **kwargs):
+        raise ValueError("encoder exploded")
+
+    monkeypatch.setattr(imaging, "save_image", broken)
+    shots = Snapshots(tmp_path, "a/b.png", "job1", stages=1, save_every=1)
+    shots(1, 0, False, lambda: torch.rand(1, 3, 8, 8))      # logs, does not raise
+    assert shots.broken

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Collection, Iterator
 
@@ -13,7 +14,7 @@ from .jobs import Job, safe_join
 from .records import JobRecord, failed_record, write_sidecar
 from .runlog import RunLog
 from ..views.gallery import write_gallery
-from ..views.live import LIVE_EVERY, LiveGallery, live_thumb
+from ..views.live import LIVE_EVERY, LiveGallery, live_thumb, steps_dir
 from ..executors.base import Slot
 
 
@@ -84,6 +85,7 @@ class RunListener:
         self.slot_of.pop(job.job_id, None)
         self.device_of.pop(job.job_id, None)
         remove_partial_writes(final_paths(self.output_dir, [job]))     # the dead worker's temp files
+        _remove_live_thumb(self.output_dir, job)
         self.log.write("retry", f"{job.job_id} {describe(job)}: {error} (attempt {attempt} failed)")
         self.display.job_retry(job)
         if self.live:
@@ -100,8 +102,21 @@ class RunListener:
 
 
 def _remove_live_thumb(output_dir: Path, job: Job) -> None:
-    """A finished job's latest-iterate thumbnail: the gallery shows its result instead."""
+    """A finished job's latest-iterate thumbnail (the gallery shows its result instead), and
+    what a worker killed while writing a preview left: temp files only, hidden, never final."""
+    thumb = output_dir / live_thumb(job.job_id)
     try:
-        (output_dir / live_thumb(job.job_id)).unlink(missing_ok=True)
+        thumb.unlink(missing_ok=True)
     except OSError:
         pass
+    remove_partial_writes([thumb])
+    try:
+        steps = safe_join(output_dir, steps_dir(job.output))
+        temps = [e.path for e in os.scandir(steps) if e.name.startswith(".") and e.name.endswith(".tmp")]
+    except (NSTError, OSError):
+        return
+    for path in temps:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

@@ -24,7 +24,6 @@ import torch
 
 from .. import imaging
 from ..engine import pixels
-from ..errors import NSTError
 from ..views.live import live_thumb, steps_dir
 
 KEEP_STEPS = 5
@@ -65,7 +64,7 @@ class Snapshots:
                 self.kept.append(path)
                 while len(self.kept) > KEEP_STEPS:
                     self.kept.pop(0).unlink(missing_ok=True)
-        except (NSTError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - a preview, whatever went wrong, never fails its job
             self.broken = True
             if self.save_every:   # asked for: say so; a live thumbnail alone is not worth a line
                 log.warning("intermediate images of %s stopped: %s", self.folder, err)
