@@ -188,3 +188,35 @@ def test_cards_come_in_pages_and_a_filter_selects_across_them(tmp_path, browser,
     assert report["filter"] == {"key": "content", "value": "chelsea"}
     assert report["visible_after"] == 4 and report["pages_after"] == 2
     assert report["last_page_cards"] == chelsea[3:]
+
+
+def test_the_live_page_and_the_scatter_plot_in_the_browser(tmp_path, browser):
+    """Mid-run: the running job with its latest iterate and the ETA, a page that reloads itself,
+    and the style-vs-content plot with one linked, titled point per finished job."""
+    from PIL import Image
+
+    from pipeline.views.live import LiveState, RunningJob, live_thumb
+
+    run = sample_run(tmp_path)
+    for i, r in enumerate(run.records):
+        r.update(loss_content=1.0 + i, loss_style=10.0 / (1 + i))
+    (run.root / "index.sqlite").unlink()
+    run.write()
+    thumb = run.root / live_thumb("feedbeef")
+    thumb.parent.mkdir(parents=True)
+    Image.new("RGB", (32, 24), (10, 200, 10)).save(thumb)
+    running = (RunningJob("feedbeef", "chelsea.png × wave.png", 0, "cpu", (4, 4), step=6, total=8, loss=0.5),)
+    page = write_gallery(run.root, live=LiveState(True, 10, "ETA 2m00s (~07:52)", 7, 1, 2, 10, running))
+    report = selftest(browser, page, tmp_path)
+    assert report["refresh"] == "10" and report["live_running"] == ["feedbeef"]
+    assert "ETA 2m00s (~07:52)" in report["live_head"] and "remaining 2 of 10" in report["live_head"]
+    live_image = [i for i in report["images"] if i["src"].startswith(".thumbs/live/")]
+    assert len(live_image) == 1 and live_image[0]["width"] == 32      # the thumbnail decoded
+    done = [r for r in run.records if r["status"] == "done"]
+    assert len(report["scatter"]) == len(done) == 7
+    assert all(p["target"] for p in report["scatter"])                # each point links to its card
+    assert {p["href"] for p in report["scatter"]} == {f"#job-{r['job_id']}" for r in done}
+    assert all("×" in p["title"] for p in report["scatter"])          # hover names the job
+    assert report["csp_violations"] == []
+    still = selftest(browser, write_gallery(run.root), tmp_path)     # the run ended
+    assert still["refresh"] is None and still["live_running"] == []

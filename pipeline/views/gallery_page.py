@@ -127,6 +127,18 @@ SCRIPT = r"""
     out.sorted_by_seconds = Array.prototype.map.call(table.tBodies[0].rows, function (r) {
       return r.getAttribute("data-job");
     });
+    var refresh = document.querySelector('meta[http-equiv="refresh"]');
+    out.refresh = refresh ? refresh.getAttribute("content") : null;
+    out.live_running = Array.prototype.map.call(document.querySelectorAll("#live [data-running]"), function (c) {
+      return c.getAttribute("data-running");
+    });
+    var head = document.querySelector("#live .live-head");
+    out.live_head = head ? head.textContent : null;
+    out.scatter = Array.prototype.map.call(document.querySelectorAll("#scatter a"), function (a) {
+      var href = a.getAttribute("href");
+      return {href: href, title: a.querySelector("title").textContent,
+              target: !!document.getElementById(href.slice(1))};
+    });
     out.resources = performance.getEntriesByType("resource").map(function (e) { return e.name; });
     out.csp_violations = window.nstViolations;
     out.location = location.href;
