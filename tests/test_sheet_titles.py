@@ -36,3 +36,14 @@ def test_captions_and_headers_are_drawn_in_full_at_64_px(tmp_path, monkeypatch):
     assert text.count("content_weight=0.5,style_weight=200") == 1     # one cell's caption, whole
     assert text.count("content_weight=1,style_weight=10") == 1
     assert "rows:content_weight" in text and "cols:style_weight" in text
+
+
+def test_a_cell_label_too_long_is_cut_at_a_word_end_never_mid_word():
+    from pipeline.views.sheets import _fit, _font
+
+    font = _font(12)
+    name = "woman-with-hat-matisse.jpg"
+    cut = _fit(name, font, int(font.getlength("woman-with-hat")))
+    assert cut.endswith("...") and name.startswith(cut[:-3])
+    assert cut[:-4] in ("woman", "woman-with", "woman-with-hat") and cut[-4] == "-"
+    assert _fit(name, font, 1000) == name

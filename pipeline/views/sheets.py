@@ -95,11 +95,14 @@ def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: 
 
 
 def _fit(text: str, font: Any, width: int) -> str:
+    """`text`, or as much of it as fits followed by "...", cut at a word's end (a space, `_`,
+    `-`, `.`, `=`, `,`) where there is one: never mid-word unless a single word is too wide."""
     if font.getlength(text) <= width:
         return text
     while text and font.getlength(text + "...") > width:
         text = text[:-1]
-    return text + "..."
+    words = re.match(r"(.*[ _\-.=,])", text)
+    return (words.group(1) if words else text) + "..."
 
 
 def _wrap(text: str, font: Any, width: int, max_lines: int) -> list[str]:
