@@ -80,6 +80,20 @@ def batch_capacity(params: Params, shape: tuple[int, int], budget: int | None, b
     return low
 
 
+def room_for(total: int | None, batch: int, inputs_each: int) -> int | None:
+    """A worker's budget less what `batch` jobs' decoded inputs hold (run/held.py)."""
+    return None if total is None else max(0, total - batch * inputs_each)
+
+
+def batch_size_within(params: Params, shape: tuple[int, int], total: int | None, inputs_each: int,
+                      bf16: bool, most: int) -> int:
+    """The most jobs (≤ `most`) whose estimate fits together with each one's decoded inputs."""
+    size = most
+    while size > 1 and batch_capacity(params, shape, room_for(total, size, inputs_each), bf16, size) < size:
+        size -= 1
+    return size
+
+
 def batch_plan(plan: memory.MemoryPlan, params: Params, shape: tuple[int, int], batch: int,
                bf16: bool) -> memory.MemoryPlan:
     """The plan of one job as it runs in a batch of `batch` like it: the batch's peak."""

@@ -371,18 +371,13 @@ class JobRunner:
         if not items:
             return []
         p, shape = items[0].job.params, tuple(items[0].content.shape[-2:])
-        total = self.budget.bytes
-        # Each job of a batch also holds its decoded inputs (run/held.py): the most jobs that
-        # fit together with theirs.
-        room = lambda k: None if total is None else max(0, total - k * max(i.inputs for i in items))  # noqa: E731
-        size = len(items)
-        while size > 1 and budgets.batch_capacity(p, shape, room(size), self.precision.bf16, size) < size:
-            size -= 1
+        total, inputs = self.budget.bytes, max(i.inputs for i in items)
+        size = budgets.batch_size_within(p, shape, total, inputs, self.precision.bf16, len(items))
         runs = [items[i:i + size] for i in range(0, len(items), size)]
         for run in runs:
             for item in run:
                 plan = budgets.batch_plan(item.plan, item.job.params, shape, len(run), self.precision.bf16)
-                item.plan = plan if len(run) == 1 else replace(plan, budget=room(len(run)))
+                item.plan = plan if len(run) == 1 else replace(plan, budget=budgets.room_for(total, len(run), inputs))
         return runs
 
     def _footprint(self, feats: VGGFeatures, p: Any, h: int, w: int) -> int | None:
