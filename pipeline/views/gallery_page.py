@@ -127,7 +127,7 @@ SCRIPT = r"""
     out.sorted_by_seconds = Array.prototype.map.call(table.tBodies[0].rows, function (r) {
       return r.getAttribute("data-job");
     });
-    var refresh = document.querySelector('meta[http-equiv="refresh"]');
+    var refresh = document.querySelector("meta[http-equiv=refresh]");
     out.refresh = refresh ? refresh.getAttribute("content") : null;
     out.live_running = Array.prototype.map.call(document.querySelectorAll("#live [data-running]"), function (c) {
       return c.getAttribute("data-running");
