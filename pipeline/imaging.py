@@ -12,8 +12,9 @@ import math
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -290,16 +291,16 @@ def effective_dpi(fmt: str, dpi: int | None) -> int | None:
     return dpi if dpi is not None else DEFAULT_TIFF_DPI if fmt == "tiff" else None
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
+    """Write `path` through a hidden temp file beside it: fsynced, renamed at the end, gone if it raises."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
         os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as fh:
-            fault_hooks.disk_full(path, fh, data)        # test-only (fault_hooks.py)
-            fh.write(data)
+        with os.fdopen(fd, mode) as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         fault_hooks.kill_before_replace(path)           # test-only
@@ -310,6 +311,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temp file in the same folder and `os.replace`."""
+    with atomic_file(path) as fh:
+        fault_hooks.disk_full(path, fh, data)        # test-only (fault_hooks.py)
+        fh.write(data)
 
 
 def remove_partial_writes(paths: Iterable[Path]) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import IO, Callable
@@ -27,6 +26,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from ..engine.flow import FLOW_VERSION
+from ..imaging import atomic_file
 
 PairFlows = Callable[[int], tuple[torch.Tensor, torch.Tensor]]   # k -> flow(k→k+1), flow(k+1→k)
 NAMES = ("forward", "backward")
@@ -132,18 +132,8 @@ class FlowCache:
 
     def _store(self, path: Path, digest: str, shape: tuple[int, ...], compute: PairFlows) -> None:
         self.stats["misses"] += 1
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w+b") as fh:
-                _write(fh, shape, digest, compute)
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_file(path, "w+b") as fh:   # temp + fsync + rename: never a torn entry
+            _write(fh, shape, digest, compute)
 
     def _anonymous(self, digest: str, shape: tuple[int, ...], compute: PairFlows) -> FlowFile:
         """Not cached: the same entry in a temporary file that disappears when closed."""
