@@ -11,6 +11,7 @@ Normalization (where this departs from the paper, and why):
   say instead of what their activation scales happen to be (raw conv1_1 terms are ~10⁶ × conv5_1's),
   and the same style_weight means the same thing for every weights source and image size.
 - Content loss: mean((F − P)²) / mean(P²), relative for the same reason (the paper: ½ Σ (F − P)²).
+  Regions kept as photo weigh their positions more (`weighted_content_loss`).
 - Total variation: mean of squared neighbour differences in [0, 1] RGB.
 - Temporal (clips, Ruder et al. 2016): mean over all pixels of c · (x − ω)², with ω the previous
   result warped onto this frame and c the flow's reliability mask; the paper's 1/D Σ c (x − ω)².
@@ -40,6 +41,15 @@ def gram(features: torch.Tensor) -> torch.Tensor:
 def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Relative MSE per image: (B, C, H, W) vs (B or 1, C, H, W) -> (B,)."""
     diff = (widen(features) - widen(target)).pow(2).flatten(1).mean(1)
+    energy = widen(target).pow(2).flatten(1).mean(1)
+    return diff / (energy + _EPS)
+
+
+def weighted_content_loss(features: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`content_loss` with a weight per position: (B, C, H, W), (B or 1, C, H, W), (B, 1, H, W) -> (B,).
+
+    The normaliser stays the target's unweighted energy, so a map of ones is `content_loss`."""
+    diff = ((widen(features) - widen(target)).pow(2) * weights).flatten(1).mean(1)
     energy = widen(target).pow(2).flatten(1).mean(1)
     return diff / (energy + _EPS)
 

@@ -22,11 +22,11 @@ from . import pixels
 from ..errors import NSTError
 from .features import VGGFeatures
 from .optimizers import BatchAdam, BatchLBFGS
-from .objective import Objective, StyleTargets, style_grams
+from .objective import JobStyle, Objective, StyleTargets, style_grams
 from .tiled import make_objective
 from ..params import LBFGS_HISTORY, Params
 
-StyleTargetsFn = Callable[[int], StyleTargets]     # stage long side -> targets
+StyleTargetsFn = Callable[[int], JobStyle]     # stage long side -> targets, or regions (StyleRegion)
 CONVERGENCE_WINDOW = 25    # evaluations between convergence checks (when tol > 0)
 
 __all__ = ["Progress", "Result", "JobInput", "Precision", "DivergedError", "Objective", "stylize",
@@ -74,6 +74,9 @@ class JobInput:
     tiles: tuple[int | None, ...] = ()        # per stage: tile core size (px), None or () whole image
     lbfgs_history: int = LBFGS_HISTORY        # curvature pairs L-BFGS keeps (the memory planner may shorten it)
     snapshot: Snapshot | None = None
+    # Regions kept as photo: a weight map (1, 1, h, w) ≥ 0 on the content term, any size
+    # (resized per stage); None: uniform. Style regions come with the targets (StyleRegion).
+    content_weight_map: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def stylize_batch(feats: VGGFeatures, specs: Sequence[JobInput], precision: Prec
     return [j.result for j in jobs]  # type: ignore[misc]
 
 
-def _stage_targets(jobs: list[_Job], long_side: int) -> tuple[list[_Job], list[StyleTargets]]:
+def _stage_targets(jobs: list[_Job], long_side: int) -> tuple[list[_Job], list[JobStyle]]:
     """Each job's targets for this stage; a job whose targets fail (say, a truncated style
     image) fails alone and leaves the batch. Out of memory is the batch's problem, not the
     job's: it propagates, and the caller retries with fewer jobs."""
@@ -210,8 +213,10 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     n, _, h, w = content_batch.shape
     # A stage too large for memory runs in tiles, with the same loss and gradient (tiled.py).
     tile = jobs[0].spec.tiles[stage] if jobs[0].spec.tiles else None
+    maps = [j.spec.content_weight_map for j in jobs]
     objective = make_objective(feats, _layout(content_batch, precision), targets,
-                               [j.spec.params for j in jobs], tile, autocast, _temporal(jobs, (h, w)))
+                               [j.spec.params for j in jobs], tile, autocast, _temporal(jobs, (h, w)),
+                               maps if any(m is not None for m in maps) else None)
     starts = []
     for j, c in zip(jobs, content):
         if stage == 0:

@@ -1,7 +1,8 @@
-"""Style-target cache: Gram targets computed once per style and shared by all runs and processes.
+"""Style-target cache: style targets computed once per style and shared by all runs and processes.
 
-An entry is keyed by everything that changes the Grams: the style image's bytes, the long side
-it is resized to, the layers, pooling, weights id, dtype and colour variant. Entries are
+An entry is keyed by everything that changes the targets: the style image's bytes, the long side
+it is resized to, the layers, pooling, weights id, dtype, colour variant, the style loss (each
+kind stores its own target type) and a mask on the style image. Entries are
 safetensors files written atomically; a file lock keeps two workers from computing the same
 entry; every read is validated, and a bad entry is recomputed, never trusted.
 """
@@ -50,24 +51,33 @@ class TargetKey:
     weights_id: str
     dtype: str = "float32"
     variant: str = "rgb"      # rgb | luminance:<content sha> | histogram:<content sha>
+    loss: str = "gram"        # the style loss kind: each stores its own target type
+    mask: str = ""            # sha256 of the mask on the style image (use only that part), "" none
 
     def digest(self) -> str:
-        blob = json.dumps({"v": FORMAT_VERSION, **self.__dict__, "layers": list(self.layers)}, sort_keys=True)
+        fields = dict(self.__dict__)
+        # At their defaults the newer fields leave the digest what it was: older caches stay valid.
+        for name, default in (("loss", "gram"), ("mask", "")):
+            if fields[name] == default:
+                del fields[name]
+        blob = json.dumps({"v": FORMAT_VERSION, **fields, "layers": list(self.layers)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
-def key_for(params: Params, style_path: str, content_path: str, stage_side: int, weights: str) -> TargetKey:
+def key_for(params: Params, style_path: str, content_path: str, stage_side: int, weights: str,
+            mask_path: str | None = None) -> TargetKey:
     """The key of one style image's targets for a stage whose output long side is `stage_side`.
 
     Colour preservation changes the style image as a function of the content image, so those
-    variants are keyed by the content's bytes too.
+    variants are keyed by the content's bytes too; a mask on the style image by its bytes.
     """
     variant = "rgb"
     if params.preserve_color != "none":
         variant = f"{params.preserve_color}:{content_sha256(content_path)}"
     return TargetKey(content_sha256(style_path), style_side(params, stage_side, image_shape(style_path)),
                      tuple(params.style_layers),
-                     params.pooling, weights, "float32", variant)
+                     params.pooling, weights, "float32", variant, params.style_loss,
+                     content_sha256(mask_path) if mask_path else "")
 
 
 def style_side(params: Params, stage_side: int, style_shape: tuple[int, int] | None = None) -> int:
@@ -174,9 +184,7 @@ class StyleTargetCache:
             # "__metadata__": null (or a header that is no mapping) is as bad as a wrong key.
             meta = header.get("__metadata__") if isinstance(header, dict) else None
             meta = meta if isinstance(meta, dict) else {}
-            valid = (meta.get("key") == key.digest() and set(grams) == set(key.layers)
-                     and all(g.dim() == 3 and g.shape[1] == g.shape[2] and torch.isfinite(g).all()
-                             for g in grams.values())
+            valid = (meta.get("key") == key.digest() and _kind(key.loss).valid(grams, key.layers)
                      and meta.get("sha256") == _checksum(grams))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:
             if not report:
@@ -208,6 +216,12 @@ class StyleTargetCache:
             log.warning("style-target cache %s is not writable (%s); targets are computed but not "
                         "cached (set --cache-dir or %s to a writable folder)", self.root, err, ENV_VAR)
             self._warned_readonly = True
+
+
+def _kind(loss: str):
+    from ..engine import style_loss
+
+    return style_loss.get(loss)
 
 
 def _checksum(grams: dict[str, torch.Tensor]) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import __version__, fault_hooks, imaging, video
-from ..engine import flow, losses, pixels
+from ..engine import flow, pixels, style_loss
 from ..engine.optimize import JobInput, Progress, stylize_batch
 from ..errors import DeviceError, NSTError
 from . import memory
@@ -345,15 +345,13 @@ def _targets_fn(runner: JobRunner, job, first_frame: torch.Tensor, hits: list[bo
                 key, lambda ref=ref, side=key.long_side: _grams(feats, style_image(ref.path), side, p))
             hits.append(hit)
             grams.append({k: v.to(runner.device) for k, v in g.items()})
-        return losses.blend_grams(grams, [s.weight for s in job.styles])
+        return style_loss.blend(grams, [s.weight for s in job.styles], p.style_loss)
 
     return targets
 
 
 def _grams(feats, style: torch.Tensor, side: int, p) -> dict[str, torch.Tensor]:
-    from ..engine.objective import style_grams
-
-    return style_grams(feats, pixels.resize_long_side(style, side), p.style_layers)
+    return style_loss.style_targets(feats, pixels.resize_long_side(style, side), p.style_layers, p.style_loss)
 
 
 def _saved(path: Path) -> np.ndarray:

@@ -34,6 +34,21 @@ INIT_KEYWORDS = ("content", "noise")
 class StyleRef:
     path: str          # absolute path
     weight: float = 1.0
+    mask: str | None = None   # absolute path of a mask on the style image: use only that part
+
+
+@dataclass(frozen=True)
+class RegionSpec:
+    """One region of a content image and what to do there (Gatys et al. 2017; docs/regions.md).
+
+    The mask is a grey image (`mask`) or one colour of a label map (`labels` + `colour`)."""
+    name: str
+    styles: tuple[StyleRef, ...]         # its (blended) style; () keeps the photo here ("style: none")
+    mask: str | None = None              # absolute path of the mask image (0–255 grey weights)
+    labels: str | None = None            # absolute path of a label map ...
+    colour: tuple[int, int, int] | None = None   # ... and this region's colour in it
+    style_weight: float = 1.0            # multiplies this region's style term
+    content_weight: float | None = None  # multiplies the content weight inside the region (None: 1)
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,9 @@ class Job:
     # (key, value) of the parameters that vary among the manifest's jobs (run/naming.py): what
     # progress lines show to tell a grid's jobs apart.
     variant: tuple[tuple[str, str], ...] = ()
+    # Spatial control: regions with their own styles; `styles` then lists every region's
+    # styles (what names and views show), and the engine reads the regions.
+    regions: tuple[RegionSpec, ...] = ()
 
     @property
     def sidecar(self) -> str:
@@ -121,6 +139,8 @@ def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip:
         del values["dpi"]
     if values["bit_depth"] == 8:
         del values["bit_depth"]
+    if values["style_loss"] == "gram":   # the paper's loss: ids from before other losses stay
+        del values["style_loss"]
     spec = {
         "algorithm": ALGORITHM_VERSION,
         "content": input_identity(content) if clip is None else clip_sha256(clip),

@@ -12,11 +12,10 @@ from typing import Callable, Sequence
 import torch
 
 from .. import imaging
-from ..engine import losses, pixels
+from ..engine import pixels, style_loss
 from ..engine.features import VGGFeatures
-from ..engine.objective import style_grams
 from ..engine.optimize import StyleTargetsFn
-from ..engine.tiled import tiled_grams
+from ..engine.tiled import tiled_targets
 from ..params import Params
 from .cache import StyleTargetCache, key_for, style_read_hint  # noqa: F401 - style_read_hint: re-exported
 
@@ -42,8 +41,8 @@ def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, f
 
     def grams_of(image: torch.Tensor) -> dict[str, torch.Tensor]:
         if tile is None:
-            return style_grams(feats, image, params.style_layers)
-        return tiled_grams(feats, image, params.style_layers, tile)
+            return style_loss.style_targets(feats, image, params.style_layers, params.style_loss)
+        return tiled_targets(feats, image, params.style_layers, tile, params.style_loss)
 
     def targets(long_side: int) -> dict[str, torch.Tensor]:
         grams = []
@@ -54,7 +53,7 @@ def targets_fn(feats: VGGFeatures, params: Params, styles: Sequence[tuple[str, f
             if hits is not None:
                 hits.append(hit)
             grams.append({k: v.to(device) for k, v in g.items()})
-        return losses.blend_grams(grams, [w for _, w in styles])
+        return style_loss.blend(grams, [w for _, w in styles], params.style_loss)
 
     return targets
 
