@@ -98,14 +98,14 @@ def test_wal_mode_and_schema_version(tmp_path):
     ResultsIndex(tmp_path).close()
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
 def test_version_1_index_gains_temporal_error_in_place(tmp_path):
-    """An index written before clips (schema 1) opens as schema 3 with its rows kept."""
+    """An index written before clips (schema 1) opens as schema 4 with its rows kept."""
     v1 = [(n, t) for n, t in __import__("pipeline.run.index", fromlist=["COLUMNS"]).COLUMNS
-          if n not in ("temporal_error", "worker")]
+          if n not in ("temporal_error", "worker", "style_distance", "content_distance", "regions")]
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
     conn.executescript(f"CREATE TABLE jobs ({', '.join(f'{n} {t}' for n, t in v1)}); PRAGMA user_version = 1;")
     conn.execute("INSERT INTO jobs (job_id, status, output) VALUES ('0123456789abcdef', 'done', 'a/b.png')")
@@ -116,8 +116,12 @@ def test_version_1_index_gains_temporal_error_in_place(tmp_path):
         assert row["status"] == "done" and row["temporal_error"] is None
         index.upsert({**row, "job_id": "fedcba9876543210", "temporal_error": 0.25})
         assert index.get("fedcba9876543210")["temporal_error"] == 0.25
+        index.upsert({**row, "job_id": "fedcba9876543211", "style_distance": 0.5,
+                      "regions": [{"name": "sky", "styles": []}]})
+        assert index.get("fedcba9876543211")["style_distance"] == 0.5
+        assert index.get("fedcba9876543211")["regions"] == [{"name": "sky", "styles": []}]
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -288,7 +292,7 @@ def test_unreadable_or_foreign_index_says_reindex(tmp_path):
     conn.close()
     with pytest.raises(OutputError) as err:
         ResultsIndex(tmp_path)
-    assert str(err.value) == (f"{tmp_path / INDEX_NAME} has index schema version 7, this nst-batch uses 3; "
+    assert str(err.value) == (f"{tmp_path / INDEX_NAME} has index schema version 7, this nst-batch uses 4; "
                               f"run nst-batch reindex {tmp_path} to rebuild it from the job sidecars")
 
 

@@ -41,7 +41,7 @@ def test_an_executors_own_failure_record_names_the_slots_device_too():
 
 
 def test_an_index_without_the_worker_column_opens_and_gains_it(tmp_path):
-    v2 = [(n, t) for n, t in COLUMNS if n != "worker"]
+    v2 = [(n, t) for n, t in COLUMNS if n not in ("worker", "style_distance", "content_distance", "regions")]
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
     conn.executescript(f"CREATE TABLE jobs ({', '.join(f'{n} {t}' for n, t in v2)}); PRAGMA user_version = 2;")
     conn.execute("INSERT INTO jobs (job_id, status, output, device) VALUES ('0123456789abcdef', 'done', 'a.png', 'cuda:1')")
@@ -53,7 +53,7 @@ def test_an_index_without_the_worker_column_opens_and_gains_it(tmp_path):
         index.upsert({**row, "job_id": "fedcba9876543210", "worker": 1})
         assert index.get("fedcba9876543210")["worker"] == 1
     conn = sqlite3.connect(tmp_path / INDEX_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 

@@ -24,7 +24,7 @@ from .sidecars import JOB_ID, is_id_name, sidecar_paths
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite"
-SCHEMA_VERSION = 3                        # PRAGMA user_version; bump when COLUMNS change
+SCHEMA_VERSION = 4                        # PRAGMA user_version; bump when COLUMNS change
 STATUSES = ("done", "failed", "timeout")
 MISSING_IMAGE = "output image missing"
 
@@ -41,11 +41,13 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("error", "TEXT"), ("started_at", "TEXT"), ("finished_at", "TEXT"),
     ("temporal_error", "REAL"),   # clips only (docs/video.md); version 2 added it, at the end
     ("worker", "INTEGER"),        # the executor's slot that ran it (see device); version 3 added it
+    # Version 4: the result's scores (comparable across jobs: docs/quality.md) and its regions.
+    ("style_distance", "REAL"), ("content_distance", "REAL"), ("regions", "TEXT"),
 )
-# Columns added since version 1, in order: an older index gains them in place when opened.
-_ADDED = {2: ("temporal_error", "REAL"), 3: ("worker", "INTEGER")}
+# Columns added since version 1, per version: an older index gains them in place when opened.
+_ADDED = {2: COLUMNS[21:22], 3: COLUMNS[22:23], 4: COLUMNS[23:26]}
 COLUMN_NAMES = tuple(name for name, _ in COLUMNS)
-JSON_COLUMNS = ("styles", "params")
+JSON_COLUMNS = ("styles", "params", "regions")
 _REAL = tuple(n for n, t in COLUMNS if t.startswith("REAL"))
 _INT = ("steps", "width", "height", "attempts", "worker")
 _TEXT = ("content", "device", "error", "started_at", "finished_at", "weights_id")
@@ -180,10 +182,9 @@ def record_problem(record: Any) -> str | None:
     output = record.get("output")
     if not isinstance(output, str) or not output or Path(output).is_absolute() or ".." in Path(output).parts:
         return f"output {output!r} is not a path inside the output folder"
-    if not isinstance(record.get("styles", []), (list, type(None))):
-        return "styles is not a list"
-    if not isinstance(record.get("params", {}), (dict, type(None))):
-        return "params is not an object"
+    for key, kind, what in (("styles", list, "a list"), ("params", dict, "an object"), ("regions", list, "a list")):
+        if not isinstance(record.get(key), (kind, type(None))):
+            return f"{key} is not {what}"
     for key in _REAL + _INT:
         value = record.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -308,8 +309,8 @@ def _connect(path: Path, output_dir: Path, *, create: bool) -> sqlite3.Connectio
                 " CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status);"
                 f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         elif 0 < version < SCHEMA_VERSION:
-            steps = " ".join(f"ALTER TABLE jobs ADD COLUMN {_ADDED[v][0]} {_ADDED[v][1]};"
-                             for v in range(version + 1, SCHEMA_VERSION + 1))
+            steps = " ".join(f"ALTER TABLE jobs ADD COLUMN {name} {sql};"
+                             for v in range(version + 1, SCHEMA_VERSION + 1) for name, sql in _ADDED[v])
             conn.executescript(f"BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         elif version != SCHEMA_VERSION:
             conn.close()

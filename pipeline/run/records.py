@@ -53,6 +53,16 @@ class JobRecord:
     memory_plan: Mapping[str, Any] | None = None   # how the memory planner ran it (run/memory.py)
     # step, stage and every loss per evaluation, at most ~300 points (the gallery's curves)
     loss_history: Mapping[str, Any] | None = None
+    # Spatial control: per region its name, mask (or label map and colour), styles and weights
+    # (docs/regions.md); None for a job without regions.
+    regions: tuple[Mapping[str, Any], ...] | None = None
+    # The last iterate's losses, before the saved image was put in range (docs/quality.md).
+    loss_iterate: Mapping[str, float] | None = None
+    # Scores at a fixed evaluation size, comparable across jobs and settings (docs/quality.md).
+    style_distance: float | None = None
+    content_distance: float | None = None
+    scores: Mapping[str, Any] | None = None   # how they were measured: size, layers, projections
+    notes: tuple[str, ...] = ()              # what the worker adapted: a mask resized, a region ignored
 
     @property
     def done(self) -> bool:
@@ -69,6 +79,8 @@ class JobRecord:
         record = asdict(self)
         record["styles"] = [{"path": p, "weight": w} for p, w in self.styles]
         record["params"] = dict(self.params)
+        record["regions"] = [dict(r) for r in self.regions] if self.regions else None
+        record["notes"] = list(self.notes)
         return record
 
     @classmethod
@@ -78,6 +90,8 @@ class JobRecord:
         values = {k: v for k, v in record.items() if k in known}
         values["styles"] = tuple((s["path"], float(s["weight"])) for s in record.get("styles") or ())
         values["params"] = dict(record.get("params") or {})
+        values["regions"] = tuple(record["regions"]) if record.get("regions") else None
+        values["notes"] = tuple(record.get("notes") or ())
         return cls(**values)
 
 
@@ -85,7 +99,17 @@ def describe(job: Job) -> dict[str, Any]:
     """The fields of a record that say which job it is (and which inputs it read)."""
     return {"job_id": job.job_id, "content": job.content,
             "styles": tuple((s.path, s.weight) for s in job.styles),
-            "params": job.params.to_dict(), "output": job.output}
+            "params": job.params.to_dict(), "output": job.output, "regions": regions_of(job)}
+
+
+def regions_of(job: Job) -> tuple[dict[str, Any], ...] | None:
+    """A job's regions as the sidecar and the index store them (None without regions)."""
+    if not job.regions:
+        return None
+    return tuple({"name": r.name, "mask": r.mask, "labels": r.labels,
+                  "colour": "#%02x%02x%02x" % r.colour if r.colour else None,
+                  "styles": [{"path": s.path, "weight": s.weight, "mask": s.mask} for s in r.styles],
+                  "style_weight": r.style_weight, "content_weight": r.content_weight} for r in job.regions)
 
 
 def done_record(job: Job, *, losses: Mapping[str, float], steps: int, width: int, height: int,
