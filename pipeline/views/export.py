@@ -12,7 +12,6 @@ from ..errors import OutputError
 from ..params import PARAM_NAMES
 from ..run.index import COLUMN_NAMES, JSON_COLUMNS, ResultsIndex
 from ..run.index_repair import damaged_message
-from .region_map import export_text, regions_of_row
 
 
 def param_column(name: str) -> str:
@@ -77,8 +76,6 @@ def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None,
 def _csv_cell(name: str, value: Any) -> Any:
     if value is None:
         return ""
-    if name == "regions":   # compact text a spreadsheet reads: "sky=starry_night; person=none"
-        return export_text(regions_of_row({"regions": value})) or ""
     if name in JSON_COLUMNS or isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True)
     if name == "cache_hit":

@@ -24,7 +24,6 @@ from ..imaging import atomic_write_bytes, read_image, to_pil
 from .results import (IMAGE_KEYS, ResultRow, axis_value, cell_reason, inside, select_rows, INDEX_NAME, value_label,
                       value_sort_key, varying_keys)
 from .clips import is_clip_output, strip
-from .region_map import ensure_region_map, legend, regions_of_row
 from .sheets import SHEET_STEM
 from .gallery_page import PAGE as _PAGE, SCRIPT as _SCRIPT, STYLE as _STYLE
 from .live import LiveState, live_thumb, stage_images
@@ -74,35 +73,7 @@ def _extras(root: Path, r: ResultRow) -> dict[str, Any]:
         except (OSError, ValueError, AttributeError):
             history = {}
     return {"history": history if isinstance(history, dict) else {},
-            "stages": stage_images(root, r.output) if r.output else [], **_region_extras(root, r, sidecar)}
-
-
-def _region_extras(root: Path, r: ResultRow, sidecar: Path | None) -> dict[str, Any]:
-    """A region job's map thumbnail, legend and the worker's notes (from the sidecar)."""
-    regions = regions_of_row(r.row)
-    if not regions:
-        return {}
-    notes: list[str] = []
-    if sidecar is not None and sidecar.is_file() and not sidecar.is_symlink():
-        try:
-            notes = [str(n) for n in json.loads(sidecar.read_text(encoding="utf-8")).get("notes") or []]
-        except (OSError, ValueError, AttributeError):
-            notes = []
-    return {"region_map": ensure_region_map(root, THUMBS_DIR, _SAFE_ID.sub("_", r.job_id), regions, GALLERY_THUMB),
-            "legend": legend(regions), "notes": notes}
-
-
-def _region_block(extra: Mapping[str, Any]) -> str:
-    """Under the result: the region map and one "name: style" line per region, then notes."""
-    if not extra.get("legend"):
-        return ""
-    src = extra.get("region_map")
-    img = f'<img class="regionmap" loading="lazy" src="{_url(src)}" alt="region map">' if src else ""
-    lines = "".join(f'<li><span class="swatch" style="background:{_e(colour)}"></span>{_e(name)}: {_e(style)}</li>'
-                    for name, colour, style in extra["legend"])
-    notes = "".join(f"<li>{_e(n)}</li>" for n in extra.get("notes") or [])
-    return (f'<div class="regions">{img}<ul class="legend">{lines}</ul>'
-            + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</div>")
+            "stages": stage_images(root, r.output) if r.output else []}
 
 
 def _live_thumbs(root: Path, live: LiveState | None) -> dict[str, str]:
@@ -285,7 +256,6 @@ def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[s
     # 40 points in whole viewBox units: a curve 200 px wide loses nothing visible, and 2,000
     # cards stay a few MB (docs/running.md, "The live page at 2,000 jobs").
     body += loss_curve(downsample(extra.get("history") or {}, 40))
-    body += _region_block(extra)
     # Beyond the first page: hidden from the first layout on, before the script pages them.
     return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}" id="job-{_e(r.job_id)}"'
             f'{" hidden" if hidden else ""}>{body}'

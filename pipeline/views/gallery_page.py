@@ -12,10 +12,6 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
 .card img.strip { height: 50px; }
 .card .stages { display: flex; gap: 2px; margin-top: 2px; }
 .card .stages img { width: 48px; height: 36px; object-fit: cover; }
-.card img.regionmap { width: 96px; height: 72px; margin-top: 2px; image-rendering: pixelated; }
-.card .regions ul { margin: 2px 0; padding-left: 0; list-style: none; font-size: 11px; }
-.card .regions .swatch { display: inline-block; width: 9px; height: 9px; margin-right: 3px; border: 1px solid #666; }
-.card .regions .notes { color: #a60; }
 .card svg.curve { display: block; width: 200px; height: auto; margin-top: 2px; }
 #live { border: 1px solid #9bc; background: #f3f8fb; padding: 0.5em; margin-bottom: 1em; }
 .card.running img { width: 200px; height: 150px; object-fit: contain; display: block; background: #ddd; }

@@ -17,7 +17,6 @@ from typing import Any, Collection, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InputError
 from ..params import PARAM_NAMES
-from .region_map import region_label, regions_of_row
 
 INDEX_NAME = "index.sqlite"
 IMAGE_KEYS = ("content", "style")
@@ -135,9 +134,6 @@ def axis_value(result: ResultRow, key: str) -> Hashable:
     if key == "content":
         return result.content
     if key == "style":
-        regions = regions_of_row(result.row)
-        if regions:   # a region job: its regions and their styles, one text ("sky: a · person: photo")
-            return region_label(regions)
         total = sum(w for _, w in result.styles) or 1.0
         return tuple((p, round(w / total, 6)) for p, w in result.styles)
     return _hashable(result.params.get(key))
@@ -165,7 +161,7 @@ def value_label(key: str, value: Any) -> str:
     if key == "content":
         return Path(value).stem
     if key == "style":
-        return value if isinstance(value, str) else _style_label(value)
+        return _style_label(value)
     if value is None:
         return "none"
     if isinstance(value, bool):
