@@ -77,6 +77,7 @@ def stylize(
     style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output [default: {D.style_scale:g}].")] = None,
     multiscale: Annotated[Optional[str], typer.Option(help=f"Coarse-to-fine stages, each twice the last: auto (from about 256 px up) or a count, 1 for one stage [default: {D.multiscale}].")] = None,
     tol: Annotated[Optional[float], typer.Option(help=f"End a stage early when the loss improves by less than this fraction over 25 evaluations; 0 never [default: {D.tol:g}].")] = None,
+    average: Annotated[Optional[float], typer.Option(help=f"Save the moving average of the iterates with this decay, in [0, 1), e.g. 0.99; 0 off [default: {D.average:g}].")] = None,
     quality: Annotated[Optional[int], typer.Option(help=f"JPEG quality [default: {D.quality}].")] = None,
     dpi: Annotated[Optional[int], typer.Option(help="Print resolution written in the file [default: 300 for TIFF, none for PNG/JPEG].")] = None,
     bit_depth: Annotated[Optional[int], typer.Option(help="8 | 16 bits per channel; 16 for PNG or TIFF, written from the float result [default: 8].")] = None,
@@ -100,7 +101,7 @@ def stylize(
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
         "pooling": pooling, "style_scale": style_scale, "quality": quality, "dpi": dpi, "bit_depth": bit_depth,
         "multiscale": _int_or("auto", multiscale, "auto or a number of stages", "--multiscale"),
-        "tol": tol,
+        "tol": tol, "average": average,
     }
     stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
                 blend=_csv(style_blend, float), device=device, cache_dir=cache_dir,

@@ -37,7 +37,8 @@ def save_result(job: Job, image_path: Path, result: Any, *, started_at: str, t0:
                        device=device, started_at=started_at, seconds=time.perf_counter() - t0,
                        weights_id=weights_id, cache_hit=cache_hit, batch_size=batch, precision=precision,
                        memory_plan=plan.describe() if plan else None,
-                       loss_history=downsample(result.loss_history, HISTORY_POINTS))
+                       loss_history=downsample(result.loss_history, HISTORY_POINTS),
+                       loss_iterate=getattr(result, "iterate_losses", None))
 
 
 def snapshots_for(job: Job, image_path: Path, root: Path | None, save_every: int) -> Snapshots | None:

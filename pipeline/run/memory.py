@@ -13,7 +13,8 @@ in no way is refused with the largest that does, never left to an out-of-memory 
   its argmax indices; pooling shrinks what follows by 4), over the whole image or one tile's
   crop (core plus halo); two bytes each under bf16 autocast, four otherwise;
 - image-sized float32 vectors: the image, its gradient, the optimizer's previous gradient and
-  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments
+  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments;
+  the moving average of the iterates when `average` > 0
   (both optimizers step in place with one temporary; the stage loop frees its start copies
   and, before the final pass and the save, the optimizer state); under tiling more (below);
 - the content targets, the Gram targets, and a fixed slack for the allocator;
@@ -102,6 +103,7 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
         per_pixel += 2 * 3 * history + 4 * 3
     else:
         per_pixel += 3 * 3
+    per_pixel += 3 * (params.average > 0)   # the iterate average (engine/optimizers.py)
     per_pixel += _targets_floats(tuple(params.content_layers))
     grams = sum(3 * _channels(n) ** 2 for n in params.style_layers)
     if tile is not None:
