@@ -320,6 +320,10 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
         return MemoryPlan(tuple(None for _ in sides), None, params.optimizer,
                           LBFGS_HISTORY if lbfgs else 0, full, None)
     room = int(budget * PLAN_FRACTION)
+    if style_bytes(params) > room and params.style_loss in UNTILEABLE:
+        raise DeviceError(f"style_loss {params.style_loss}: the style image's features at {style_side(params, params.size)} px "
+                          f"need about {_gb(style_bytes(params) / PLAN_FRACTION)} GB and cannot be computed in tiles; "
+                          "lower style_scale or size, raise --memory-limit, or use style_loss gram or meancov")
     best: tuple[float, MemoryPlan] | None = None
     lbfgs_fits = False
     staged = [params.replace(size=side) for side in sides]
@@ -338,10 +342,6 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
     plan = best[1]
     tile, optimizer, history = plan.tiles[-1], plan.optimizer, plan.history
     style_tile = None
-    if style_bytes(params) > room and params.style_loss in UNTILEABLE:
-        raise DeviceError(f"style_loss {params.style_loss}: the style image's features at {style_side(params, params.size)} px "
-                          f"need about {_gb(style_bytes(params) / PLAN_FRACTION)} GB and cannot be computed in tiles; "
-                          "lower style_scale or size, raise --memory-limit, or use style_loss gram or meancov")
     if style_bytes(params) > room:
         style_tile = tile or GOOD_TILE
         while style_tile > MIN_TILE and style_bytes(params, style_tile) > room:
