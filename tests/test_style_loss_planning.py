@@ -60,3 +60,20 @@ def test_an_unknown_loss_names_the_key_and_the_choices():
     with pytest.raises(ParamError) as err:
         params_from_mapping({"style_loss": "wasserstein"})
     assert str(err.value) == 'style_loss: expected one of gram, meancov, sliced, got "wasserstein"'
+
+
+def test_cli_and_manifest_name_the_key(tmp_path, capsys, content_path, style_path):
+    from pipeline.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["stylize", str(content_path), str(style_path), "-o", str(tmp_path / "o.png"), "--style-loss", "foo"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == ['error: style_loss: expected one of gram, meancov, sliced, got "foo"']
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(f"version: 1\noutput: {tmp_path / 'out'}\ncontent: [{content_path}]\nstyle: [{style_path}]\n"
+                        "params:\n  size: 32\n  style_loss: wasserstein\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", str(manifest)])
+    assert exit_info.value.code == 2
+    assert ('params.style_loss: expected one of gram, meancov, sliced, got "wasserstein" (line 7)'
+            in capsys.readouterr().err)
