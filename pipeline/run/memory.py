@@ -95,7 +95,8 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
     pixels = h * w
     layers = [*params.content_layers, *params.style_layers]
     deepest = max(layers, key=LAYER_INDEX.__getitem__)
-    network = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3
+    # sliced: the sorts' saved and temporary tensors, ~1600 floats per pixel (counted, not yet measured)
+    network = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3 + 1600 * (params.style_loss in UNTILEABLE)
     seen = pixels if tile is None else _crop_pixels(h, w, tile, layers)
     per_pixel = 4 * 3 + _TILED_VECTORS * 3 * (tile is not None)
     if (optimizer or params.optimizer) == "lbfgs":
@@ -380,8 +381,7 @@ def _refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool, hel
             "lower size or raise --memory-limit")
 
 
-def untiled_refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool) -> str:
-    """One line for a job whose loss cannot be tiled and which does not fit whole."""  # noqa: D401
+def untiled_refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool) -> str:  # a loss never tiled
     fits = lambda side: estimate_bytes(params.replace(size=side), shape, 1, bf16, 0, None, "adam") <= limit * PLAN_FRACTION  # noqa: E731
     low = 16
     while low * 2 <= params.size and fits(low * 2): low *= 2  # noqa: E701
