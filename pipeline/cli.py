@@ -73,6 +73,7 @@ def stylize(
     preserve_color: Annotated[Optional[str], typer.Option(help=f"{' | '.join(CHOICES['preserve_color'])} [default: {D.preserve_color}].")] = None,
     weights: Annotated[Optional[str], typer.Option(help=f"original | torchvision | path to a .pth/.safetensors [default: {D.weights}].")] = None,
     pooling: Annotated[Optional[str], typer.Option(help=f"max | avg [default: {D.pooling}].")] = None,
+    style_loss: Annotated[Optional[str], typer.Option(help=f"{' | '.join(CHOICES['style_loss'])}: Gram matrices (the paper's), Gaussian W2 of mean and covariance, sliced Wasserstein [default: {D.style_loss}].")] = None,
     style_blend: Annotated[Optional[str], typer.Option(help="Comma-separated blend weight per style image [default: equal].")] = None,
     style_scale: Annotated[Optional[float], typer.Option(help=f"Style image size relative to the output [default: {D.style_scale:g}].")] = None,
     multiscale: Annotated[Optional[str], typer.Option(help=f"Coarse-to-fine stages, each twice the last: auto (from about 256 px up) or a count, 1 for one stage [default: {D.multiscale}].")] = None,
@@ -101,7 +102,7 @@ def stylize(
         "init": init, "seed": seed, "preserve_color": preserve_color, "weights": weights,
         "pooling": pooling, "style_scale": style_scale, "quality": quality, "dpi": dpi, "bit_depth": bit_depth,
         "multiscale": _int_or("auto", multiscale, "auto or a number of stages", "--multiscale"),
-        "tol": tol, "average": average,
+        "tol": tol, "average": average, "style_loss": style_loss,
     }
     stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
                 blend=_csv(style_blend, float), device=device, cache_dir=cache_dir,

@@ -20,7 +20,7 @@ CHOICES = {
     "preserve_color": ("none", "luminance", "histogram"),
     "pooling": ("max", "avg"),
     "format": ("png", "jpeg", "tiff"),
-    "style_loss": ("gram",),           # engine/style_loss.py LOSSES: the kinds the objective knows
+    "style_loss": ("gram", "meancov", "sliced"),   # engine/style_loss.py LOSSES
 }
 TEMPORAL_WEIGHT = 1000.0   # measured on a panned clip: docs/video.md
 PHOTO_WEIGHT = 1000.0      # regions kept as photo: pull towards its pixels (docs/regions.md)
@@ -44,7 +44,7 @@ class Params:
     content_layers: tuple[str, ...] = CONTENT_LAYERS
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] | None = None   # None: equal weights
-    style_loss: str = "gram"           # gram (the paper's); engine/style_loss.py
+    style_loss: str = "gram"           # gram (the paper's) | meancov | sliced; engine/style_loss.py
     optimizer: str = "lbfgs"
     lr: float | None = None            # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
     init: str = "content"              # content | noise | path to an image

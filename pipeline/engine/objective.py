@@ -48,7 +48,7 @@ class Objective:
             style_targets = [style_targets]
         first = params[0]
         self.feats = feats
-        self.kind = style_loss.get(first.style_loss)
+        self.kind = style_loss.for_jobs(first.style_loss, params)
         self.content_layers, self.style_layers = first.content_layers, first.style_layers
         self.layers = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
         device = next(iter(content_targets.values())).device
@@ -113,6 +113,7 @@ class Objective:
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
         rows = index.tolist()
+        out.kind = self.kind.keep(rows) if hasattr(self.kind, "keep") else self.kind
         out.content_targets = {k: v[index] for k, v in self.content_targets.items()}
         out.slot_masks = [[masks[i] for i in rows] for masks in self.slot_masks]
         out.slot_region_weight = [w[index] for w in self.slot_region_weight]
@@ -202,6 +203,8 @@ class Objective:
     def __call__(self, images: torch.Tensor, autocast: ContextManager | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """images (B, 3, H, W) -> total loss (B,) and its parts, each (B,) in fp32."""
+        if hasattr(self.kind, "advance"):   # sliced: new projections every evaluation
+            self.kind.advance()
         with autocast or nullcontext():
             acts = self.feats(images, self.layers)
         at = self.at_size(*images.shape[-2:])
