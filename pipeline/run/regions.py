@@ -69,8 +69,8 @@ def _resized_note(path: str, original: tuple[int, int] | None, shape: tuple[int,
     """A note when the user's mask differs in size from its image (not when only our reduced
     decode of a large image made the sizes differ); an aspect mismatch is refused here."""
     mask_shape = imaging.image_shape(path)
-    if mask_shape is None or original is None or mask_shape == original:
-        return None
+    if mask_shape is None or original is None or mask_shape in (original, shape):
+        return None      # (at the decoded size already: read as it is)
     problem = masks.aspect_problem(mask_shape, original)
     if problem:
         raise InputError(f"mask {path} {problem}")
