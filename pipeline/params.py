@@ -23,6 +23,7 @@ CHOICES = {
     "style_loss": ("gram",),           # engine/style_loss.py LOSSES: the kinds the objective knows
 }
 TEMPORAL_WEIGHT = 1000.0   # measured on a panned clip: docs/video.md
+PHOTO_WEIGHT = 1000.0      # regions kept as photo: pull towards its pixels (docs/regions.md)
 MAX_SIZE = 16384  # long side in pixels; far beyond any GPU, a guard against typos
 MAX_STYLE_SCALE = 16.0  # style image 16× the output's side: a typo guard (1e300 overflowed the planner)
 LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps: fixed, not a manifest key; memory estimates count it

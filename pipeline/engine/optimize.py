@@ -77,6 +77,9 @@ class JobInput:
     # Regions kept as photo: a weight map (1, 1, h, w) ≥ 0 on the content term, any size
     # (resized per stage); None: uniform. Style regions come with the targets (StyleRegion).
     content_weight_map: torch.Tensor | None = None
+    # Regions kept as photo: a (1, 1, h, w) map in [0, 1] (any size) where the result is pulled
+    # towards the content's pixels (Objective's photo term); None: nowhere.
+    photo_map: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -214,9 +217,11 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     # A stage too large for memory runs in tiles, with the same loss and gradient (tiled.py).
     tile = jobs[0].spec.tiles[stage] if jobs[0].spec.tiles else None
     maps = [j.spec.content_weight_map for j in jobs]
+    photo = [j.spec.photo_map for j in jobs]
     objective = make_objective(feats, _layout(content_batch, precision), targets,
                                [j.spec.params for j in jobs], tile, autocast, _temporal(jobs, (h, w)),
-                               maps if any(m is not None for m in maps) else None)
+                               maps if any(m is not None for m in maps) else None,
+                               photo if any(m is not None for m in photo) else None)
     starts = []
     for j, c in zip(jobs, content):
         if stage == 0:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Collection, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InputError
-from ..params import PARAM_NAMES
+from ..params import DEFAULTS, PARAM_NAMES
+
+PARAM_DEFAULTS = DEFAULTS.to_dict()
 
 INDEX_NAME = "index.sqlite"
 IMAGE_KEYS = ("content", "style")
@@ -136,6 +138,9 @@ def axis_value(result: ResultRow, key: str) -> Hashable:
     if key == "style":
         total = sum(w for _, w in result.styles) or 1.0
         return tuple((p, round(w / total, 6)) for p, w in result.styles)
+    if key not in result.params and key in PARAM_DEFAULTS:
+        # A record from before the parameter existed ran at its default (older sidecars).
+        return _hashable(PARAM_DEFAULTS[key])
     return _hashable(result.params.get(key))
 
 
