@@ -95,8 +95,9 @@ def test_masks_held_are_counted_for_plan_and_worker_and_cover_what_the_objective
     job = _with_regions(plain, regions)
     extra = held.job_held_bytes(job) - held.job_held_bytes(plain)
     assert extra == held.region_held_bytes(job) > 0
-    # What is alive: three masks and the weight map at 80 × 60, the style mask at the style's
-    # 40 × 40, and the objective's guidance of two styled regions and the content map.
+    # What is alive: three masks, the weight map and the photo map at 80 × 60, the style mask at
+    # the style's 40 × 40, and per stage the objective's guidance of two styled regions, the
+    # content map's and the photo map at the output size (80 × 60 too).
     masks = [torch.rand(1, 1, 60, 80) for _ in range(2)]
     targets = {n: torch.eye(c)[None] for n, c in zip(p.style_layers, (64, 128, 256, 512, 512))}
     with torch.no_grad():
@@ -106,5 +107,5 @@ def test_masks_held_are_counted_for_plan_and_worker_and_cover_what_the_objective
     at = objective.at_size(60, 80)
     guidance = sum(g.numel() for slot in at["guides"] for g in slot.values())
     guidance += sum(g.numel() for g in at["content"].values())
-    alive = 4 * (4 * 60 * 80 + 40 * 40 + guidance)
+    alive = 4 * (6 * 60 * 80 + 40 * 40 + guidance)
     assert alive <= extra <= 1.5 * alive

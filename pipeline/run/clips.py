@@ -153,13 +153,13 @@ class _Clip:
         """The next frame as one job of a batch."""
         t, p = self.next, self.params
         content = self.frame(t)
-        targets, weights = self.regions.at(t, content) if self.regions else (self.targets, None)
+        targets, (weights, photo) = self.regions.at(t, content) if self.regions else (self.targets, (None, None))
         if t == 0 or p.temporal_weight == 0:
-            return JobInput(content, targets, p, self.init, progress, content_weight_map=weights)
+            return JobInput(content, targets, p, self.init, progress, content_weight_map=weights, photo_map=photo)
         backward, mask = self.motion(t)
         start = flow.warm_start(self.previous, content, backward, mask)
         return JobInput(content, targets, p, start, progress, temporal=(flow.warp(self.previous, backward), mask),
-                        content_weight_map=weights)
+                        content_weight_map=weights, photo_map=photo)
 
     def finish_frame(self, result, seconds: float) -> None:
         """Save the frame, measure its temporal error, record it (frames.json), move on."""

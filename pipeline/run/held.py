@@ -5,7 +5,7 @@ the content image at the size it was decoded (`imaging.read_image` decodes a lar
 reduced to three times the output's side), each style image decoded reduced so for its
 largest stage, an `init` image. All are float32 RGB, 12 bytes a pixel.
 A job with regions (run/regions.py) also keeps its masks: one float32 per pixel per region at
-the content's decoded size, its content weight map likewise, each mask on a style image at
+the content's decoded size, its content weight map and photo map likewise (and the photo map at the output size), each mask on a style image at
 that image's decoded size, and, during the final (largest) stage, the objective's guidance:
 per styled region the mask at the output size and its pooled copies for the style layers
 (`region_held_bytes`).
@@ -64,7 +64,8 @@ def region_held_bytes(job: Job) -> int:
     masked = [r for r in job.regions if r.mask or r.labels]
     styled = max(1, sum(1 for r in masked if r.styles))
     weighted = any(r.content_weight not in (None, 1) for r in job.regions)
-    floats = (len(masked) + weighted) * content_pixels
+    photo = any(not r.styles for r in job.regions)        # the photo term's map, and per stage
+    floats = (len(masked) + weighted + photo) * content_pixels + photo * h * w
     floats += styled * _guidance_floats(tuple(p.style_layers)) * h * w
     if weighted:
         floats += _guidance_floats(tuple(p.content_layers)) * h * w

@@ -6,7 +6,8 @@
 - A styled region's style is its styles' targets through the cache (a mask on a style image
   keys its own entry: run/targets.py), blended like a plain job's, weighted by `style_weight`.
 - `style: none` regions add no style term; a region's `content_weight` c makes the content
-  term's weight map 1 + Σ (c − 1) · mask (overlapping regions add up).
+  term's weight map 1 + Σ (c − 1) · mask (overlapping regions add up), and `style: none`
+  regions get the objective's pixel-space photo term, weighted Σ c · mask (c default 1).
 - An empty mask leaves its region out, a mask of the image's aspect but another size is
   resized: both are logged and end up in the record's `notes`.
 - A job whose regions leave nothing styled still runs: content (and TV) terms only; its style
@@ -35,6 +36,7 @@ from .targets import StyleSource
 
 log = logging.getLogger(__name__)
 Weights = np.ndarray | None          # (H, W) float32 in [0, 1]; None: the whole image
+Maps = tuple[torch.Tensor | None, torch.Tensor | None]   # (content weight map, photo map) for JobInput
 
 
 def size_text(shape: tuple[int, int]) -> str:
@@ -163,10 +165,23 @@ def region_targets(kept: Sequence[tuple[RegionSpec, Weights]], source: StyleSour
     return targets
 
 
+def photo_map(kept: Sequence[tuple[RegionSpec, Weights]], shape: tuple[int, int],
+              device: torch.device) -> torch.Tensor | None:
+    """Where the objective's photo term pulls the result towards the photo's pixels: Σ c · mask
+    over `style: none` regions (c their content_weight, default 1), (1, 1, H, W); None: nowhere."""
+    kept_as_photo = [(r.content_weight if r.content_weight is not None else 1.0, w) for r, w in kept if not r.styles]
+    if not kept_as_photo:
+        return None
+    out = torch.zeros(1, 1, *shape, device=device)
+    for c, w in kept_as_photo:
+        out += c * (_tensor(w, device) if w is not None else 1.0)
+    return out.clamp_(min=0.0)
+
+
 def region_inputs(job: Job, content: torch.Tensor, source: StyleSource, frame: int | None = None,
                   frames: int | None = None, original: tuple[int, int] | None = None
-                  ) -> tuple[StyleTargetsFn, torch.Tensor | None, list[str]]:
-    """(targets per stage, content weight map, notes) of a job with regions on `content`
+                  ) -> tuple[StyleTargetsFn, Maps, list[str]]:
+    """(targets per stage, (content weight map, photo map), notes) of a job with regions on `content`
     (1, 3, H, W) as decoded; frame `frame` of `frames` for a clip's per-frame masks."""
     shape = tuple(content.shape[-2:])
     if original is None:
@@ -174,8 +189,8 @@ def region_inputs(job: Job, content: torch.Tensor, source: StyleSource, frame: i
     kept, notes = region_weights(job, shape, original, frame, frames)
     if not any(r.styles for r, _ in kept):
         notes.append("no region is styled: the job ran with the content term only")
-    return (region_targets(kept, source, content, content.device),
-            content_weight_map(kept, shape, content.device), notes)
+    maps = (content_weight_map(kept, shape, content.device), photo_map(kept, shape, content.device))
+    return region_targets(kept, source, content, content.device), maps, notes
 
 
 class ClipRegions:
@@ -186,14 +201,14 @@ class ClipRegions:
         self.job, self.source, self.frames = job, source, frames
         self.per_frame = any(os.path.isdir(p) for r in job.regions for p in (r.mask, r.labels) if p)
         self.notes: list[str] = style_mask_notes(job)
-        self._last: tuple[int, tuple[StyleTargetsFn, torch.Tensor | None]] | None = None
+        self._last: tuple[int, tuple[StyleTargetsFn, Maps]] | None = None
         self.at(0, first_frame)     # checks every mask (and the folders' counts) before frame 1 runs
 
-    def at(self, t: int, frame: torch.Tensor) -> tuple[StyleTargetsFn, torch.Tensor | None]:
-        """Frame t's (targets per stage, content weight map)."""
+    def at(self, t: int, frame: torch.Tensor) -> tuple[StyleTargetsFn, Maps]:
+        """Frame t's (targets per stage, (content weight map, photo map))."""
         if self._last is not None and (not self.per_frame or self._last[0] == t):
             return self._last[1]
-        fn, weight_map, notes = region_inputs(self.job, frame, self.source, t if self.per_frame else None,
+        fn, maps, notes = region_inputs(self.job, frame, self.source, t if self.per_frame else None,
                                               self.frames)
         for note in notes:
             if self.per_frame and t > 0 and "resized" in note:
@@ -202,16 +217,15 @@ class ClipRegions:
                 note = f"frame {t + 1}: {note}"
             if note not in self.notes:
                 self.notes.append(note)
-        self._last = (t, (fn, weight_map))
-        return fn, weight_map
+        self._last = (t, (fn, maps))
+        return fn, maps
 
 
-def job_inputs(job: Job, content: torch.Tensor, source: StyleSource
-               ) -> tuple[StyleTargetsFn, torch.Tensor | None, list[str]]:
-    """A photo job's (targets per stage, content weight map, notes); without regions its
-    styles' blend over the whole image, as always."""
+def job_inputs(job: Job, content: torch.Tensor, source: StyleSource) -> tuple[StyleTargetsFn, Maps, list[str]]:
+    """A photo job's (targets per stage, (content weight map, photo map), notes); without
+    regions its styles' blend over the whole image, as always."""
     if not job.regions:
-        return (lambda long_side: source.blended(job.styles, long_side)), None, []
+        return (lambda long_side: source.blended(job.styles, long_side)), (None, None), []
     notes = style_mask_notes(job)
-    fn, weight_map, more = region_inputs(job, content, source)
-    return fn, weight_map, notes + more
+    fn, maps, more = region_inputs(job, content, source)
+    return fn, maps, notes + more

@@ -67,7 +67,7 @@ class _Item:
         self.content: torch.Tensor | None = None
         self.init: torch.Tensor | None = None
         self.targets: Any = None
-        self.weight_map: torch.Tensor | None = None   # regions: the content term's weights (run/regions.py)
+        self.maps: tuple = (None, None)  # regions: content weight map, photo map (run/regions.py)
         self.notes: list[str] = []       # what was adapted (a mask resized, a region ignored): the record's
         self.hits: list[bool] = []
         self.plan: memory.MemoryPlan | None = None
@@ -248,7 +248,7 @@ class JobRunner:
                 item.init = self._to_device(imaging.read_image(p.init, long_side_hint=p.size))
             source = StyleSource(feats, p, content, self.cache, photo_keys(feats, p, job.content), item.hits,
                                  tile=item.plan.style_tile)
-            item.targets, item.weight_map, item.notes = job_inputs(job, content, source)   # masks read once
+            item.targets, item.maps, item.notes = job_inputs(job, content, source)   # masks read once
         except NSTError as err:
             self._report_error(item, err, emit, errors)
             return False
@@ -306,7 +306,7 @@ class JobRunner:
                           finished=lambda result, item=item: finished(item, result),
                           tiles=item.plan.tiles, lbfgs_history=item.plan.history or 1,
                           snapshot=snapshots_for(item.job, item.image_path, item.root, self.save_every),
-                          content_weight_map=item.weight_map)
+                          content_weight_map=item.maps[0], photo_map=item.maps[1])
                  for item in chunk]
         try:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
