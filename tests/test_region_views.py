@@ -178,7 +178,7 @@ def test_export_has_the_region_summary_column(tmp_path):
     rows = list(csv.DictReader(io.StringIO(export(run.root, "csv"))))
     assert [r["regions"] for r in rows] == ["sky=starry_night; building=a:0.7+b:0.3; person=photo", ""]
     lines = [json.loads(line) for line in export(run.root, "jsonl").splitlines()]
-    assert lines[0]["regions"] == "sky=starry_night; building=a:0.7+b:0.3; person=photo"
+    assert [line["regions"] for line in lines] == ["sky=starry_night; building=a:0.7+b:0.3; person=photo", None]
 
 
 def test_sheet_of_region_jobs_labels_styles_by_region_summary(tmp_path):
@@ -195,3 +195,13 @@ def test_sheet_of_region_jobs_labels_styles_by_region_summary(tmp_path):
         "sky=a; building=a:0.7+b:0.3; person=photo", "sky=starry_night; building=a:0.7+b:0.3; person=photo"]
     sheets = make_sheets(run.root, thumb=64)
     assert sheets and all(Path(p).is_file() for p in sheets)
+
+
+def test_masks_and_label_map_regions_together(tmp_path):
+    run = RegionRun(tmp_path)
+    sky = run.mask_regions()[0]
+    road = run.label_regions()[1]          # the green pixels of the label map (bottom left)
+    with Image.open(region_map_thumbnail([sky, road], run.root / ".thumbs" / "mixed.png", 20)) as img:
+        assert img.getpixel((5, 1)) == _rgb(PALETTE[0])       # the sky mask, in the palette's first colour
+        assert img.getpixel((5, 8)) == GREEN                  # the road, in its legend colour
+        assert img.getpixel((15, 8)) == UNCOVERED             # blue: no region of this job

@@ -37,11 +37,11 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def export_regions(regions: Any) -> str:
+def export_regions(regions: Any) -> str | None:
     """A region job's regions as one readable line (views/region_map.py's summary, e.g.
-    "sky=starry_night; person=photo"); empty for a job without regions. The masks' paths stay
-    in the sidecar and in the index's JSON column."""
-    return region_summary([r for r in regions if isinstance(r, dict)]) if isinstance(regions, list) else ""
+    "sky=starry_night; person=photo"); None (an empty cell, JSON null) for a job without
+    regions. The masks' paths stay in the sidecar and in the index's JSON column."""
+    return region_summary([r for r in regions if isinstance(r, dict)]) if isinstance(regions, list) and regions else None
 
 
 def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None,

@@ -244,7 +244,7 @@ def _describe(r: ResultRow) -> str:
     styles = ", ".join(f"{Path(p).name} ({w:g})" for p, w in r.styles)
     params = [f"{k}={value_label(k, axis_value(r, k))}" for k in sorted(r.params)]
     return "\n".join([f"job {r.job_id} ({r.status})", f"content: {Path(r.content).name}",
-                      f"style: {styles}", *params])
+                      f"style: {styles}", *(f"region {line}" for line in region_lines(r.regions)), *params])
 
 
 def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[str, str],

@@ -76,21 +76,22 @@ def render_region_map(regions: Sequence[Mapping[str, Any]], size: int) -> Image.
     """The region map, long side `size`: a label map as painted (reduced with NEAREST, so no
     in-between colours), else every mask tinted in its region's colour, overlaps blended by
     weight, uncovered parts mid-grey. None when a mask is missing or unreadable."""
-    labels = next((str(r["labels"]) for r in regions if r.get("labels")), None)
+    label_files = {str(r["labels"]) for r in regions if r.get("labels")}
     try:
-        if labels is not None and not any(r.get("mask") for r in regions):
-            with Image.open(labels) as img:
+        if len(label_files) == 1 and not any(r.get("mask") for r in regions):
+            with Image.open(next(iter(label_files))) as img:
                 picture = img.convert("RGB")
             picture.thumbnail((size, size), Image.Resampling.NEAREST)
             return picture
-        masked = [(r, c) for r, c in zip(regions, region_colours(regions)) if r.get("mask")]
+        masked = [(r, c) for r, c in zip(regions, region_colours(regions))
+                  if r.get("mask") or (r.get("labels") and parse_colour(r.get("colour")))]
         if not masked:
             return None
-        first, _ = read_mask(str(masked[0][0]["mask"]))
+        first = _weights(masked[0][0], None)
         h, w = first.shape
         scale = min(1.0, size / max(h, w))
         shape = (max(1, round(h * scale)), max(1, round(w * scale)))
-        weights = [read_mask(str(r["mask"]), shape)[0] for r, _ in masked]
+        weights = [_weights(r, shape) for r, _ in masked]
     except (NSTError, OSError, ValueError):
         return None
     colours = np.array([parse_colour(c) for _, c in masked], dtype=np.float32)      # (K, 3)
@@ -100,6 +101,18 @@ def render_region_map(regions: Sequence[Mapping[str, Any]], size: int) -> Image.
     cover = np.clip(total, 0, 1)[..., None]
     rgb = cover * tint + (1 - cover) * np.array(UNCOVERED, dtype=np.float32)
     return Image.fromarray(np.rint(rgb).clip(0, 255).astype(np.uint8), mode="RGB")
+
+
+def _weights(region: Mapping[str, Any], shape: tuple[int, int] | None) -> np.ndarray:
+    """A region's weights: its grey mask, or its colour's pixels of its label map (resized
+    with NEAREST: a thumbnail needs no soft edges a label map does not have)."""
+    if region.get("mask"):
+        return read_mask(str(region["mask"]), shape)[0]
+    with Image.open(str(region["labels"])) as img:
+        rgb = img.convert("RGB")
+    if shape is not None:
+        rgb = rgb.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
+    return np.all(np.asarray(rgb) == np.array(parse_colour(region["colour"]), dtype=np.uint8), axis=-1).astype(np.float32)
 
 
 def region_map_thumbnail(regions: Sequence[Mapping[str, Any]], dest: str | Path, size: int) -> Path | None:
