@@ -205,3 +205,13 @@ def test_masks_and_label_map_regions_together(tmp_path):
         assert img.getpixel((5, 1)) == _rgb(PALETTE[0])       # the sky mask, in the palette's first colour
         assert img.getpixel((5, 8)) == GREEN                  # the road, in its legend colour
         assert img.getpixel((15, 8)) == UNCOVERED             # blue: no region of this job
+
+
+def test_where_picks_region_jobs_by_their_summary(tmp_path):
+    from pipeline.views.sheet_plan import parse_where, select
+    run = RegionRun(tmp_path)
+    for sky in ("starry_night", "a"):
+        run.add(run.mask_regions(sky_style=sky))
+    results = load_results(run.write())
+    where = parse_where(["style=sky=a; building=a:0.7+b:0.3; person=photo"])
+    assert [r.job_id for r in select(results, where)] == [run.records[1]["job_id"]]
