@@ -20,9 +20,10 @@ CHOICES = {
     "preserve_color": ("none", "luminance", "histogram"),
     "pooling": ("max", "avg"),
     "format": ("png", "jpeg", "tiff"),
-    "style_loss": ("gram",),           # engine/style_loss.py LOSSES: the kinds the objective knows
+    "style_loss": ("gram", "meancov", "sliced"),   # engine/style_loss.py LOSSES
 }
 TEMPORAL_WEIGHT = 1000.0   # measured on a panned clip: docs/video.md
+PHOTO_WEIGHT = 1000.0      # regions kept as photo: pull towards its pixels (docs/regions.md)
 MAX_SIZE = 16384  # long side in pixels; far beyond any GPU, a guard against typos
 MAX_STYLE_SCALE = 16.0  # style image 16× the output's side: a typo guard (1e300 overflowed the planner)
 LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps: fixed, not a manifest key; memory estimates count it
@@ -43,7 +44,7 @@ class Params:
     content_layers: tuple[str, ...] = CONTENT_LAYERS
     style_layers: tuple[str, ...] = STYLE_LAYERS
     style_layer_weights: tuple[float, ...] | None = None   # None: equal weights
-    style_loss: str = "gram"           # gram (the paper's); engine/style_loss.py
+    style_loss: str = "gram"           # gram (the paper's) | meancov | sliced; engine/style_loss.py
     optimizer: str = "lbfgs"
     lr: float | None = None            # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
     init: str = "content"              # content | noise | path to an image
@@ -53,6 +54,8 @@ class Params:
     pooling: str = "max"               # max | avg
     style_scale: float = 1.0           # style image long side relative to the output's
     multiscale: int | str = "auto"     # coarse-to-fine stages: auto, or a count (1: single scale)
+    average: float = 0.0               # decay of the moving average of the iterates saved instead
+                                       # of the last iterate, in [0, 1); 0: off (engine/optimizers.py)
     tol: float = 0.0                   # end a stage early when the loss improves by less than
                                        # this fraction over 25 evaluations (0: use every step)
     format: str = "png"                # png | jpeg
@@ -181,6 +184,11 @@ def _check_one(key: str, value: Any) -> str | None:
             return "must be greater than 0"
         if key == "style_scale" and value > MAX_STYLE_SCALE:
             return f"must be between 0 and {MAX_STYLE_SCALE:g}, got {value:g}"
+    elif key == "average":
+        if not _is_number(value):
+            return f"expected a number in [0, 1) (0: off, e.g. 0.99), got {show_value(value)}"
+        if not 0 <= value < 1:
+            return f"must be in [0, 1) (0: off, e.g. 0.99), got {value:g}"
     elif key in ("content_layers", "style_layers"):
         if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
             return f"expected a non-empty list of layer names, got {show_value(value)}"
@@ -220,7 +228,7 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
     for key in ("content_layers", "style_layers", "style_layer_weights"):
         if merged[key] is not None:
             merged[key] = tuple(merged[key])
-    for key in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "style_scale", "tol"):
+    for key in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "style_scale", "tol", "average"):
         merged[key] = float(merged[key])
     if merged["lr"] is not None:
         merged["lr"] = float(merged["lr"])

@@ -95,9 +95,13 @@ def test_tiled_equals_untiled_with_regions(pooling):
     with torch.no_grad():
         content_targets = feats(torch.cat([content, content]), list(p.content_layers))
     x = torch.cat([images, images.flip(-1)])
-    whole = Objective(feats, content_targets, regions, [p, p], content_weight_maps=maps)
+    # The first job keeps a feathered strip as photo (a pixel-space term, whole-image in tiles too).
+    photo = (torch.cat([content, content]), [left * right * 4, None])
+    whole = Objective(feats, content_targets, regions, [p, p], content_weight_maps=maps, photo=photo)
     total, parts, grad = whole.value_and_grad(x)
-    cut = tiled.TiledObjective(feats, content_targets, regions, [p, p], TILE, content_weight_maps=maps)
+    assert float(parts["photo"][0]) > 0 and float(parts["photo"][1]) == 0
+    cut = tiled.TiledObjective(feats, content_targets, regions, [p, p], TILE, content_weight_maps=maps,
+                               photo=photo)
     t_total, t_parts, t_grad = cut.value_and_grad(x)
     for key in parts:
         assert torch.allclose(t_parts[key], parts[key], rtol=1e-4, atol=0), key
@@ -107,7 +111,8 @@ def test_tiled_equals_untiled_with_regions(pooling):
     assert torch.allclose(again, total, rtol=1e-4)
     # The regions matter: the same job with its styles swapped has another loss.
     swapped = Objective(feats, content_targets, [[StyleRegion(b, left), StyleRegion(a, right, weight=2.0)],
-                                                 [StyleRegion(b)]], [p, p], content_weight_maps=maps)(x)[0]
+                                                 [StyleRegion(b)]], [p, p], content_weight_maps=maps,
+                        photo=photo)(x)[0]
     assert abs(float(swapped[0] - total[0])) > 1e-3 * float(total[0])
     # keep() keeps each job's own regions: the second job alone has its loss from the batch.
     alone = whole.keep(torch.tensor([1]))(x[1:])[0]

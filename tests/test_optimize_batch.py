@@ -60,8 +60,12 @@ def test_batch_matches_jobs_run_one_by_one(feats, images):
         # Batched convolutions sum in another order, and which kernels a CPU picks for a batch
         # differs by CPU; L-BFGS amplifies those last bits over the steps (here to 6e-4 in the
         # final loss). The bounds leave room for any CPU's kernels, not only this one's.
+        # Since iterates are projected into [0, 1], pixels sit exactly at 0 or 1 in patches, and
+        # equal activations there (max-pooling ties, |0| in the TV term) let those last bits
+        # choose a gradient: the noise-started job's images then differ by 0.012 on average
+        # (2e-7 before the projection) at equal losses (8e-4).
         assert batched.losses["total"] == pytest.approx(alone.losses["total"], rel=2e-2)
-        assert (batched.image - alone.image).abs().mean() < 1e-2
+        assert (batched.image - alone.image).abs().mean() < 3e-2
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from . import losses, style_loss
 from .features import VGGFeatures
 from .guidance import layer_guides, mass_fraction, resize_mask
 from .style_loss import StyleRegion, layer_parts, widen
-from ..params import Params
+from ..params import PHOTO_WEIGHT, Params
 
 StyleTargets = Mapping[str, torch.Tensor]          # "<layer>[.<part>]" -> target (1, ...); a Gram (1, C, C)
 JobStyle = StyleTargets | Sequence[StyleRegion]    # one job's style: its targets, or its regions
@@ -41,13 +41,14 @@ class Objective:
     def __init__(self, feats: VGGFeatures, content_targets: Mapping[str, torch.Tensor],
                  style_targets: Sequence[JobStyle] | StyleTargets, params: Sequence[Params] | Params,
                  temporal: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 content_weight_maps: Sequence[torch.Tensor | None] | None = None):
+                 content_weight_maps: Sequence[torch.Tensor | None] | None = None,
+                 photo: tuple[torch.Tensor, Sequence[torch.Tensor | None]] | None = None):
         params = [params] if isinstance(params, Params) else list(params)
         if isinstance(style_targets, Mapping):
             style_targets = [style_targets]
         first = params[0]
         self.feats = feats
-        self.kind = style_loss.get(first.style_loss)
+        self.kind = style_loss.for_jobs(first.style_loss, params)
         self.content_layers, self.style_layers = first.content_layers, first.style_layers
         self.layers = list(dict.fromkeys([*self.content_layers, *self.style_layers]))
         device = next(iter(content_targets.values())).device
@@ -74,6 +75,15 @@ class Objective:
         # weigh more), None: uniform.
         maps = list(content_weight_maps) if content_weight_maps is not None else []
         self.content_maps = maps if any(m is not None for m in maps) else None
+        # Regions kept as photo ("style: none"): (the content images (B, 3, H, W) at this stage,
+        # per job None or a (1, 1, h, w) map): a pixel-space pull towards the photo there, like a
+        # clip's temporal term, so the region keeps its colours (conv4_2 alone does not hold them,
+        # and the styled neighbours' deep-layer gradients reach into it). Weight PHOTO_WEIGHT ×
+        # the job's content weight; the map carries the region's own content_weight factor.
+        self.photo = None
+        if photo is not None and any(m is not None for m in photo[1]):
+            self.photo = (photo[0].detach(), list(photo[1]))
+        self.photo_weight = self.content_weight * PHOTO_WEIGHT
         self._at: dict = {}          # per image size: guidance, masses, weights (built on first use)
 
     def _build_slots(self, regions: list[list[StyleRegion]], device: torch.device) -> None:
@@ -103,6 +113,7 @@ class Objective:
         out = object.__new__(type(self))
         out.__dict__.update(self.__dict__)
         rows = index.tolist()
+        out.kind = self.kind.keep(rows) if hasattr(self.kind, "keep") else self.kind
         out.content_targets = {k: v[index] for k, v in self.content_targets.items()}
         out.slot_masks = [[masks[i] for i in rows] for masks in self.slot_masks]
         out.slot_region_weight = [w[index] for w in self.slot_region_weight]
@@ -110,8 +121,11 @@ class Objective:
                             for slot in self.slot_targets]
         if self.content_maps is not None:
             out.content_maps = [self.content_maps[i] for i in rows]
+        if self.photo is not None:
+            out.photo = (self.photo[0][index], [self.photo[1][i] for i in rows])
         out._at = {}
-        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "layer_weights"):
+        for name in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "layer_weights",
+                     "photo_weight"):
             setattr(out, name, getattr(self, name)[index])
         if self.temporal is not None:
             out.temporal = tuple(t[index] for t in self.temporal)
@@ -141,8 +155,12 @@ class Objective:
             full = torch.cat([resize_mask(m.to(self.device), (h, w)) if m is not None
                               else torch.ones(1, 1, h, w, device=self.device) for m in self.content_maps])
             content = layer_guides(full, self.content_layers)
+        photo = None
+        if self.photo is not None:
+            photo = torch.cat([resize_mask(m.to(self.device), (h, w)) if m is not None
+                               else torch.zeros(1, 1, h, w, device=self.device) for m in self.photo[1]])
         self._at[(h, w)] = out = {"guides": guides, "masses": masses, "weights": weights, "content": content,
-                                  "batch": n}
+                                  "photo": photo, "batch": n}
         return out
 
     def value_and_grad(self, images: torch.Tensor, autocast: ContextManager | None = None
@@ -185,6 +203,8 @@ class Objective:
     def __call__(self, images: torch.Tensor, autocast: ContextManager | None = None
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """images (B, 3, H, W) -> total loss (B,) and its parts, each (B,) in fp32."""
+        if hasattr(self.kind, "advance"):   # sliced: new projections every evaluation
+            self.kind.advance()
         with autocast or nullcontext():
             acts = self.feats(images, self.layers)
         at = self.at_size(*images.shape[-2:])
@@ -198,8 +218,15 @@ class Objective:
         if self.temporal is not None:
             parts["temporal"] = losses.temporal_loss(images.float(), *self.temporal)
             total = total + self.temporal_weight * parts["temporal"]
+        if self.photo is not None:
+            parts["photo"] = self.photo_term(images, at)
+            total = total + self.photo_weight * parts["photo"]
         parts["total"] = total
         return total, parts
+
+    def photo_term(self, images: torch.Tensor, at: dict) -> torch.Tensor:
+        """Masked mean squared pixel difference to the photo (B,), where regions keep it."""
+        return losses.temporal_loss(images.float(), self.photo[0].float(), at["photo"])
 
 
 def style_grams(feats: VGGFeatures, style: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -9,6 +9,11 @@ targets, weights, step budget and optimizer history; a job that reaches its budg
 converges) leaves the batch and is finalized at once. The loop never waits for the device:
 losses are read back only when a progress report is due (`progress_every` seconds), when a
 convergence check is due, and when a job finishes.
+
+Every iterate stays in [0, 1]: the optimizers project after each step (optimizers.py), so the
+image evaluated is the image saved. With `average` > 0 a job saves the debiased exponential
+moving average of its iterates (`IterateAverage`) instead of its last iterate, and each
+coarse-to-fine stage starts from the previous stage's average, upsampled.
 """
 from __future__ import annotations
 
@@ -21,13 +26,15 @@ import torch
 from . import pixels
 from ..errors import NSTError
 from .features import VGGFeatures
-from .optimizers import BatchAdam, BatchLBFGS
+from .optimizers import BatchAdam, BatchLBFGS, IterateAverage
 from .objective import JobStyle, Objective, StyleTargets, style_grams
+from .starts import initial_image, stage_temporal
 from .tiled import make_objective
 from ..params import LBFGS_HISTORY, Params
 
 StyleTargetsFn = Callable[[int], JobStyle]     # stage long side -> targets, or regions (StyleRegion)
 CONVERGENCE_WINDOW = 25    # evaluations between convergence checks (when tol > 0)
+PIXEL_RANGE = (0.0, 1.0)   # the box every iterate is projected into
 
 __all__ = ["Progress", "Result", "JobInput", "Precision", "DivergedError", "Objective", "stylize",
            "stylize_batch", "style_grams", "plan_stages", "initial_image"]
@@ -46,12 +53,14 @@ class Progress:
 @dataclass
 class Result:
     image: torch.Tensor                      # (1, 3, H, W) RGB in [0, 1]
-    losses: dict[str, float]                 # of the returned (clamped) image, final stage
+    losses: dict[str, float]                 # of the returned image (the average, if any), final stage
     steps: int                               # objective evaluations performed
     history: list[float] = field(default_factory=list)   # total loss per evaluation
     # Every evaluation's losses: {"step": [1, 2, ...], "stage": [0, 0, ..., 1], "total": [...],
     # "content": [...], "style": [...] (, "tv", "temporal")}: the curves the gallery draws.
     loss_history: dict[str, list] = field(default_factory=dict)
+    # The last iterate's losses (its last evaluation): equal to `losses` without averaging.
+    iterate_losses: dict[str, float] = field(default_factory=dict)
 
 
 # snapshot(step, stage, stage_end, image): called after every evaluation; `image()` gives the
@@ -77,6 +86,9 @@ class JobInput:
     # Regions kept as photo: a weight map (1, 1, h, w) ≥ 0 on the content term, any size
     # (resized per stage); None: uniform. Style regions come with the targets (StyleRegion).
     content_weight_map: torch.Tensor | None = None
+    # Regions kept as photo: a (1, 1, h, w) map in [0, 1] (any size) where the result is pulled
+    # towards the content's pixels (Objective's photo term); None: nowhere.
+    photo_map: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -100,19 +112,6 @@ class DivergedError(NSTError):
 def plan_stages(params: Params, shape: tuple[int, int]) -> list[tuple[int, int]]:
     """(long side, evaluation budget) of each coarse-to-fine stage for a content of `shape`."""
     return list(zip(params.stage_sizes(shape), params.stage_steps()))
-
-
-def initial_image(content: torch.Tensor, init: str | torch.Tensor, seed: int) -> torch.Tensor:
-    """The starting point: the content image, seeded uniform noise, or a given image."""
-    if isinstance(init, torch.Tensor):
-        return pixels.resize(init.to(content), tuple(content.shape[-2:])).clone()
-    if init == "content":
-        return content.clone()
-    if init == "noise":
-        # Drawn on the CPU whatever the device, so a seed gives the same image everywhere.
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        return torch.rand(content.shape, generator=gen, device="cpu").to(content)
-    raise ValueError(f"init must be 'content', 'noise' or an image tensor, got {init!r}")
 
 
 def stylize(feats: VGGFeatures, content: torch.Tensor, style_targets: StyleTargetsFn, params: Params,
@@ -214,9 +213,12 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
     # A stage too large for memory runs in tiles, with the same loss and gradient (tiled.py).
     tile = jobs[0].spec.tiles[stage] if jobs[0].spec.tiles else None
     maps = [j.spec.content_weight_map for j in jobs]
+    photo = [j.spec.photo_map for j in jobs]
     objective = make_objective(feats, _layout(content_batch, precision), targets,
-                               [j.spec.params for j in jobs], tile, autocast, _temporal(jobs, (h, w)),
-                               maps if any(m is not None for m in maps) else None)
+                               [j.spec.params for j in jobs], tile, autocast,
+                               stage_temporal([j.spec for j in jobs], (h, w)),
+                               maps if any(m is not None for m in maps) else None,
+                               photo if any(m is not None for m in photo) else None)
     starts = []
     for j, c in zip(jobs, content):
         if stage == 0:
@@ -225,21 +227,26 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
                 init = pixels.grey(init)
             starts.append(initial_image(c, init, j.spec.params.seed))
         else:
-            # Coarse-to-fine: the next stage starts from the upsampled previous result.
+            # Coarse-to-fine: the next stage starts from the upsampled previous result (the
+            # average of its iterates when the job averages).
             starts.append(pixels.resize(j.image.clamp(0, 1), (h, w)))
             j.image = None   # the last stage's result: not needed once upsampled
-    x = torch.cat(starts).reshape(n, -1).float().contiguous()
+    x = torch.cat(starts).reshape(n, -1).float().contiguous().clamp_(*PIXEL_RANGE)
     # Only x and the objective's targets are needed from here: at print sizes each of these
     # lists holds image-sized copies (run/memory.py counts what stays alive).
     del starts, content, content_batch
     kind = BatchLBFGS if p0.optimizer == "lbfgs" else BatchAdam
-    opt = kind(n, x.shape[1], lr=p0.learning_rate, device=x.device,
+    opt = kind(n, x.shape[1], lr=p0.learning_rate, device=x.device, bounds=PIXEL_RANGE,
                **({"history": jobs[0].spec.lbfgs_history} if kind is BatchLBFGS else {}))
+    decays = [j.spec.params.average for j in jobs]
+    average = IterateAverage(x, decays) if any(decays) else None   # off: no vector, no op
     last_stage = stage == len(jobs[0].stages) - 1
     while jobs:
         _, losses, grad = objective.value_and_grad(_layout(x.view(n, 3, h, w), precision), autocast)
         names = tuple(losses)
         every = torch.stack([losses[k].detach().float() for k in names], 1)   # (n, K): one op, no sync
+        if average is not None:
+            average.update(x)
         for i, j in enumerate(jobs):
             j.done += 1
             j.left -= 1
@@ -271,13 +278,13 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
             # and the optimizer state and gradient go before the final pass and the save (at
             # print sizes they are most of the memory: run/memory.py).
             for i in leaving:
-                jobs[i].image = x[i:i + 1].detach().view(1, 3, h, w)
-            del grad, opt
+                jobs[i].image = _kept(jobs[i], x, i, average, h, w, copy=False)
+            del grad, opt, average
             if last_stage:
                 _finalize(feats, [jobs[i] for i in sorted(leaving)], objective, precision)
             return
         for i in leaving:
-            jobs[i].image = x[i:i + 1].detach().view(1, 3, h, w).clone()
+            jobs[i].image = _kept(jobs[i], x, i, average, h, w, copy=True)
         opt.step(x, grad.reshape(n, -1))
         if leaving:
             keep = [i for i in range(len(jobs)) if i not in leaving]
@@ -288,9 +295,21 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
             index = torch.tensor(keep, device=x.device, dtype=torch.long)
             x = x[index].contiguous()
             opt.keep(index)
+            if average is not None:
+                average.keep(index)
             objective = objective.keep(index)
             jobs = [jobs[i] for i in keep]
             n = len(jobs)
+
+
+def _kept(j: _Job, x: torch.Tensor, i: int, average: IterateAverage | None, h: int, w: int,
+          copy: bool) -> torch.Tensor:
+    """What a job keeps of a stage (its result, or the next stage's start): its average of the
+    iterates when it averages, else its last iterate (a view of x when the batch is done)."""
+    if average is not None and j.spec.params.average > 0:
+        return average.image(i).view(1, 3, h, w)
+    row = x[i:i + 1].detach().view(1, 3, h, w)
+    return row.clone() if copy else row
 
 
 def _current(j: _Job, row: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -311,24 +330,6 @@ def _loss_history(j: _Job) -> dict[str, list]:
     return out
 
 
-def _temporal(jobs: list[_Job], shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The batch's temporal targets at this stage's size; a job without one gets a zero mask."""
-    if all(j.spec.temporal is None for j in jobs):
-        return None
-    warped, masks = [], []
-    for j in jobs:
-        device = j.spec.content.device
-        if j.spec.temporal is None:
-            warped.append(torch.zeros(1, 3, *shape, device=device))
-            masks.append(torch.zeros(1, 1, *shape, device=device))
-            continue
-        w, m = j.spec.temporal
-        w = pixels.resize(w.to(device).float(), shape)
-        warped.append(pixels.grey(w) if j.grey else w)
-        masks.append(pixels.resize(m.to(device).float(), shape))
-    return torch.cat(warped), torch.cat(masks)
-
-
 def _check_convergence(jobs: list[_Job], totals: torch.Tensor) -> None:
     """End a job's stage when its loss improved by less than `tol` over the last window."""
     due = [i for i, j in enumerate(jobs) if j.spec.params.tol > 0 and j.done % CONVERGENCE_WINDOW == 0]
@@ -344,13 +345,15 @@ def _check_convergence(jobs: list[_Job], totals: torch.Tensor) -> None:
 
 
 def _finalize(feats: VGGFeatures, jobs: list[_Job], objective: Objective, precision: Precision) -> None:
-    """Clamp, measure the final losses of the returned images, restore colour, hand back."""
+    """Measure the final losses of the returned images, restore colour, hand back."""
     if all(j.result is not None for j in jobs):
         return
-    # A lone job's image is its own (x, or a copy of its row): clamped in place, not copied again.
-    images = (jobs[0].image if len(jobs) == 1 else torch.cat([j.image for j in jobs])).clamp_(0.0, 1.0)
-    # Report the losses of the image we return (the last evaluation saw it unclamped): one
-    # extra forward pass, not counted as a step, in fp32 so results compare across precisions.
+    # In range already (projected iterates, or an average of them); the clamp only guards the
+    # rounding of an average. A lone job's image is its own: clamped in place, not copied again.
+    images = (jobs[0].image if len(jobs) == 1 else torch.cat([j.image for j in jobs])).clamp_(*PIXEL_RANGE)
+    # Report the losses of the image we return (an average was never evaluated; a last
+    # iterate was, maybe under bf16): one extra forward pass, not counted as a step, in fp32
+    # so results compare across precisions.
     with torch.no_grad():
         _, parts = objective(_layout(images, precision))
     host = {k: v.float().cpu().tolist() for k, v in parts.items()}
@@ -366,8 +369,10 @@ def _finalize(feats: VGGFeatures, jobs: list[_Job], objective: Objective, precis
         image = images[i:i + 1]
         if j.grey:
             image = pixels.combine_luminance(image, pixels.resize(j.spec.content, tuple(image.shape[-2:])))
+        curves = _loss_history(j)
+        last = {k: v[-1] for k, v in curves.items() if k not in ("step", "stage")}
         j.result = Result(image=image, losses={k: v[i] for k, v in host.items()}, steps=j.done, history=history,
-                          loss_history=_loss_history(j))
+                          loss_history=curves, iterate_losses=last)
         if j.spec.finished is not None:
             j.spec.finished(j.result)
 

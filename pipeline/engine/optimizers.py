@@ -12,12 +12,35 @@ from the newest kept pair. As in torch, a rejected pair is skipped: it takes no 
 sample's history and pushes no older pair out. So each sample has its own ring position (its
 count of kept pairs); the two-loop walks the ring positions of the whole batch at once and
 each sample takes part only at its own positions (see `_two_loop`).
+
+With `bounds=(lo, hi)` both optimizers project x back into the box after every step (pixels
+in [0, 1]: the image evaluated is the image saved). For L-BFGS the stored pair stays a true
+secant pair of the points evaluated: s is the step actually taken, x_new − x_old after the
+projection (the unprojected step wherever no pixel was clamped, bit for bit), and y the
+difference of the gradients at those two points; the curvature test yᵀs > 1e-10 and the
+skipping of rejected pairs apply to that pair unchanged. (A projected quasi-Newton step is not
+L-BFGS-B: a clamped pixel's component of H·g is simply cut off. It needs no extra state.)
 """
 from __future__ import annotations
 
 import torch
 
 _CURVATURE_EPS = 1e-10
+
+
+def project_step(x: torch.Tensor, step: torch.Tensor, bounds: tuple[float, float],
+                 scratch: torch.Tensor | None = None) -> None:
+    """x ← clamp(x + step) in place, and step ← the step actually taken.
+
+    Where nothing is clamped, x and step are exactly what `x.add_(step)` leaves; where a
+    pixel is clamped, the step loses what the projection cut off. `scratch`: a free vector
+    of x's shape (allocated when None)."""
+    lo, hi = bounds
+    x.add_(step)
+    inside = torch.clamp(x, lo, hi, out=scratch) if scratch is not None else x.clamp(lo, hi)
+    excess = x.sub_(inside)          # 0 wherever x stayed in the box
+    step.sub_(excess)
+    x.copy_(inside)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -29,8 +52,9 @@ class BatchLBFGS:
     """L-BFGS without line search on x (B, N); call `step(x, grad)` once per evaluation."""
 
     def __init__(self, batch: int, numel: int, *, lr: float = 1.0, history: int = 100,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.lr, self.m = lr, history
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 bounds: tuple[float, float] | None = None):
+        self.lr, self.m, self.bounds = lr, history, bounds
         self.s = torch.zeros(history, batch, numel, device=device, dtype=dtype)
         self.y = torch.zeros_like(self.s)
         self.rho = torch.zeros(history, batch, device=device, dtype=dtype)   # 0 marks an unused slot
@@ -49,6 +73,7 @@ class BatchLBFGS:
         At print sizes every image-sized temporary is ~145 MB per 12 MP image, so the step
         works in place: besides its state (s, y, the previous gradient and step) it allocates
         one vector, the new step (run/memory.py counts on that)."""
+        scratch = None
         if self.prev_grad is None:
             # First iteration: steepest descent, scaled like torch's min(1, 1/|g|_1) · lr.
             t = self.lr * torch.clamp(1.0 / torch.linalg.vector_norm(grad, 1, dim=1), max=1.0)
@@ -56,9 +81,13 @@ class BatchLBFGS:
         else:
             step = torch.sub(grad, self.prev_grad)       # y for now; the new step at the end
             self._remember(grad, step)
+            scratch = self.prev_step                     # stored in the ring: free now
             step.copy_(grad)
             step = self._two_loop(step).mul_(-self.lr)
-        x.add_(step)
+        if self.bounds is None:
+            x.add_(step)
+        else:
+            project_step(x, step, self.bounds, scratch)  # the next pair's s is the step taken
         self.prev_grad, self.prev_step = grad, step
 
     def _remember(self, grad: torch.Tensor, buf: torch.Tensor) -> None:
@@ -127,8 +156,9 @@ class BatchAdam:
     """Adam on x (B, N); elementwise, so a batch is exactly B separate runs."""
 
     def __init__(self, batch: int, numel: int, *, lr: float = 0.02, betas=(0.9, 0.999), eps: float = 1e-8,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        self.lr, self.betas, self.eps = lr, betas, eps
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 bounds: tuple[float, float] | None = None):
+        self.lr, self.betas, self.eps, self.bounds = lr, betas, eps, bounds
         self.m = torch.zeros(batch, numel, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.m)
         self.t = 0
@@ -142,6 +172,35 @@ class BatchAdam:
         # One image-sized temporary (the denominator), not five: see BatchLBFGS.step.
         denom = (self.v / (1 - b2 ** self.t)).sqrt_().add_(self.eps)
         x.addcdiv_(self.m, denom, value=-self.lr / (1 - b1 ** self.t))
+        if self.bounds is not None:
+            x.clamp_(*self.bounds)   # Adam keeps no pairs: the projection needs nothing else
 
     def keep(self, index: torch.Tensor) -> None:
         self.m, self.v = self.m[index], self.v[index]
+
+
+class IterateAverage:
+    """The exponential moving average of the iterates x (B, N), with a decay β per sample.
+
+    `update(x)` at every evaluation, the stage's start included: v ← β v + (1 − β) x from
+    v = 0, debiased as Adam's moments are, so `image(i)` is
+    Σₖ (1 − β) βᵗ⁻ᵏ xₖ / (1 − βᵗ⁺¹) over the stage's iterates x₀ … xₜ: a weighted mean in which
+    the start has no more weight than its turn gives it (the average is not pulled towards it).
+    A sample with β = 0 gets its last iterate. One image-sized vector per sample, in place."""
+
+    def __init__(self, x: torch.Tensor, decays: list[float]):
+        self.decay = torch.tensor(decays, device=x.device, dtype=x.dtype)[:, None]
+        self.value = torch.zeros_like(x)
+        self.power = torch.ones(x.shape[0], device=x.device, dtype=x.dtype)   # βⁿ after n updates
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        self.value.lerp_(x, 1.0 - self.decay)    # v + (1 − β)(x − v): no temporary
+        self.power.mul_(self.decay[:, 0])
+
+    def image(self, i: int) -> torch.Tensor:
+        """Sample i's debiased average (N,), a new tensor."""
+        return self.value[i] / (1.0 - self.power[i])
+
+    def keep(self, index: torch.Tensor) -> None:
+        self.decay, self.value, self.power = self.decay[index], self.value[index], self.power[index]

@@ -110,6 +110,22 @@ def mass_of(f: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
 LOSSES: dict[str, object] = {"gram": GramLoss()}
 
 
+def _register_more() -> None:
+    from .distribution_losses import MeanCovLoss, SlicedLoss
+
+    LOSSES.update(meancov=MeanCovLoss(), sliced=SlicedLoss())
+
+
+_register_more()
+
+
+def for_jobs(name: str, params: Sequence):
+    """The loss kind of one objective: a kind with per-job state (sliced's projection seeds and
+    evaluation count) gets a fresh instance for these jobs; others are shared."""
+    kind = get(name)
+    return kind.for_jobs(params) if hasattr(kind, "for_jobs") else kind
+
+
 def get(name: str):
     """The loss kind called `name` (params.CHOICES["style_loss"] lists the names)."""
     try:

@@ -69,8 +69,9 @@ class TiledObjective(Objective):
     def __init__(self, feats: VGGFeatures, content_targets: Mapping[str, torch.Tensor],
                  style_targets: Sequence[JobStyle] | StyleTargets, params: Sequence[Params] | Params,
                  tile: int, temporal: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 content_weight_maps: Sequence[torch.Tensor | None] | None = None):
-        super().__init__(feats, content_targets, style_targets, params, temporal, content_weight_maps)
+                 content_weight_maps: Sequence[torch.Tensor | None] | None = None,
+                 photo: tuple[torch.Tensor, Sequence[torch.Tensor | None]] | None = None):
+        super().__init__(feats, content_targets, style_targets, params, temporal, content_weight_maps, photo)
         if not self.kind.tileable:
             raise ParamError(f"style_loss {self.kind.name} cannot run in tiles ({self.kind.untileable}); "
                              "lower size, raise --memory-limit, or use style_loss gram or meancov")
@@ -158,6 +159,9 @@ class TiledObjective(Objective):
         if self.temporal is not None:
             pixel_terms.append(("temporal", self.temporal_weight,
                                 lambda x: losses.temporal_loss(x.float(), *self.temporal)))
+        if self.photo is not None:
+            at = self.at_size(*images.shape[-2:])
+            pixel_terms.append(("photo", self.photo_weight, lambda x: self.photo_term(x, at)))
         for name, weight, term in pixel_terms:
             x = images.detach().requires_grad_(grad is not None)
             with torch.enable_grad() if grad is not None else nullcontext():
@@ -213,18 +217,20 @@ class TiledObjective(Objective):
 def make_objective(feats: VGGFeatures, content: torch.Tensor, style_targets: Sequence[JobStyle],
                    params: Sequence[Params], tile: int | None, autocast: ContextManager | None = None,
                    temporal: tuple[torch.Tensor, torch.Tensor] | None = None,
-                   content_weight_maps: Sequence[torch.Tensor | None] | None = None) -> Objective:
+                   content_weight_maps: Sequence[torch.Tensor | None] | None = None,
+                   photo_maps: Sequence[torch.Tensor | None] | None = None) -> Objective:
     """The objective of a stage: whole-image when `tile` is None, else tiled with that core size.
 
     The content targets are computed the same way (tile by tile when tiled), so the network
     never sees more than one tile at once."""
     layers = list(params[0].content_layers)
+    photo = (content, photo_maps) if photo_maps is not None else None
     if tile is None:
         with torch.no_grad(), autocast or nullcontext():
             targets = feats(content, layers)
-        return Objective(feats, targets, style_targets, params, temporal, content_weight_maps)
+        return Objective(feats, targets, style_targets, params, temporal, content_weight_maps, photo)
     targets = tiled_features(feats, content, layers, tile, autocast)
-    return TiledObjective(feats, targets, style_targets, params, tile, temporal, content_weight_maps)
+    return TiledObjective(feats, targets, style_targets, params, tile, temporal, content_weight_maps, photo)
 
 
 def tiled_targets(feats: VGGFeatures, images: torch.Tensor, layers: Sequence[str], tile: int,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .. import __version__, fault_hooks, imaging, video
-from ..engine import flow, pixels, style_loss
+from ..engine import flow
 from ..engine.optimize import JobInput, Progress, stylize_batch
 from ..errors import DeviceError, NSTError
 from . import memory
@@ -38,7 +38,8 @@ from .flow_cache import FlowCache, flow_key
 from .grouping import batch_key
 from .jobs import Job, clip_sha256
 from .records import HISTORY_POINTS, JobRecord, done_record, failed_record, now_iso
-from .targets import style_read_hint
+from .regions import ClipRegions
+from .targets import StyleSource
 from ..views.plots import downsample
 
 if TYPE_CHECKING:   # the worker calls run_clips; importing it back would be a cycle
@@ -68,6 +69,12 @@ class _Clip:
         memory.check_fits(p, self.shape, self.device, bf16=runner.precision.bf16, limit=runner.memory_limit,
                           sharing=runner.sharing)
         self.content = self.frame(0)       # for the worker's batch-size measurement
+        self.hits: list[bool] = []
+        source = _source(runner, job, self.content, self.hits)
+        self.targets = lambda long_side: source.blended(job.styles, long_side)
+        # Regions: one mask for every frame, or a folder of one per frame (run/regions.py);
+        # checked here, before the flows are computed.
+        self.regions = ClipRegions(job, self.content, source, self.count) if job.regions else None
         self.folder = image_path.parent
         digest = flow_key(clip_sha256(job.clip), job.clip.selection(), self.shape, self.count)
         self.flows, self.flow_hit = FlowCache(runner.cache.root / "flows", runner.cache.enabled).get_or_compute(
@@ -76,8 +83,6 @@ class _Clip:
         self.init = None
         if p.init not in ("content", "noise"):
             self.init = imaging.read_image(p.init, long_side_hint=p.size).to(self.device)
-        self.hits: list[bool] = []
-        self.targets = _targets_fn(runner, job, self.frame(0), self.hits)
         self.records: list[dict[str, Any]] = []
         self.histories: list[tuple[int, dict]] = []   # (frame, its loss history) run by this worker
         self.previous: torch.Tensor | None = None   # the last finished frame as saved (8-bit values)
@@ -148,12 +153,13 @@ class _Clip:
         """The next frame as one job of a batch."""
         t, p = self.next, self.params
         content = self.frame(t)
+        targets, (weights, photo) = self.regions.at(t, content) if self.regions else (self.targets, (None, None))
         if t == 0 or p.temporal_weight == 0:
-            return JobInput(content, self.targets, p, self.init, progress)
+            return JobInput(content, targets, p, self.init, progress, content_weight_map=weights, photo_map=photo)
         backward, mask = self.motion(t)
         start = flow.warm_start(self.previous, content, backward, mask)
-        return JobInput(content, self.targets, p, start, progress,
-                        temporal=(flow.warp(self.previous, backward), mask))
+        return JobInput(content, targets, p, start, progress, temporal=(flow.warp(self.previous, backward), mask),
+                        content_weight_map=weights, photo_map=photo)
 
     def finish_frame(self, result, seconds: float) -> None:
         """Save the frame, measure its temporal error, record it (frames.json), move on."""
@@ -192,7 +198,8 @@ class _Clip:
             seconds=sum(r["seconds"] for r in self.records), weights_id=weights_id,
             cache_hit=all(self.hits) if self.hits else False, batch_size=batch,
             precision="bf16" if runner.precision.bf16 else "fp32",
-            loss_history=downsample(_chained(self.histories), HISTORY_POINTS))
+            loss_history=downsample(_chained(self.histories), HISTORY_POINTS),
+            notes=tuple(self.regions.notes) if self.regions else ())
         # Loss means over the frames; `seconds` sums the frames' (an interrupted clip's too).
         clip = {"frame_count": self.count, "fps": self.fps, "loss_temporal": mean("loss_temporal"),
                 "flow_cache_hit": self.flow_hit, "selection": self.job.clip.selection(), "frames": self.records}
@@ -316,42 +323,23 @@ def _progress(clip: _Clip, batch: int) -> Callable[[Progress], None]:
     return progress
 
 
-def _targets_fn(runner: JobRunner, job, first_frame: torch.Tensor, hits: list[bool]):
+def _source(runner: JobRunner, job: Job, first_frame: torch.Tensor, hits: list[bool]) -> StyleSource:
     """Style targets per stage through the cache, as for photos. Colour preservation uses the
     clip's first frame for every frame (a per-frame reference would itself flicker), and the
     cache keys those variants by the clip's bytes and selection rather than an image file's."""
     p = job.params
     feats = runner.features(p.weights, p.pooling)
-    loaded: dict[str, torch.Tensor] = {}
     plain = replace(p, preserve_color="none")
     variant = None
     if p.preserve_color != "none":
         selection = json.dumps(job.clip.selection(), sort_keys=True)
         variant = f"{p.preserve_color}:{clip_sha256(job.clip)}:{selection}"
 
-    def style_image(path: str) -> torch.Tensor:
-        if path not in loaded:
-            raw = imaging.read_image(path, long_side_hint=style_read_hint(p, path)).to(runner.device)
-            loaded[path] = pixels.style_variant(raw, first_frame, p.preserve_color)
-        return loaded[path]
+    def key_of(ref, side: int):
+        key = key_for(plain, ref.path, job.content, side, feats.weights_id, mask_path=ref.mask)
+        return key if variant is None else replace(key, variant=variant)
 
-    def targets(long_side: int) -> dict[str, torch.Tensor]:
-        grams = []
-        for ref in job.styles:
-            key = key_for(plain, ref.path, job.content, long_side, feats.weights_id)
-            if variant is not None:
-                key = replace(key, variant=variant)
-            g, hit = runner.cache.get_or_compute(
-                key, lambda ref=ref, side=key.long_side: _grams(feats, style_image(ref.path), side, p))
-            hits.append(hit)
-            grams.append({k: v.to(runner.device) for k, v in g.items()})
-        return style_loss.blend(grams, [s.weight for s in job.styles], p.style_loss)
-
-    return targets
-
-
-def _grams(feats, style: torch.Tensor, side: int, p) -> dict[str, torch.Tensor]:
-    return style_loss.style_targets(feats, pixels.resize_long_side(style, side), p.style_layers, p.style_loss)
+    return StyleSource(feats, p, first_frame, runner.cache, key_of, hits)
 
 
 def _saved(path: Path) -> np.ndarray:

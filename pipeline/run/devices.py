@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..errors import DeviceError
+
+if TYPE_CHECKING:   # torch loads inside a worker only
+    import torch
 
 _CUDA = re.compile(r"cuda(?::([0-9]+))?")
 _DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/kfd")
@@ -83,3 +86,22 @@ def _have(total: int) -> str:
     if total == 0:
         return f"this machine has no CUDA device{where}"
     return f"this machine has {total} CUDA device{'s' if total > 1 else ''}{where} ({_range(total)})"
+
+
+def resolve_device(spec: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N -> a device that exists, or a DeviceError saying what to use
+    (inside a worker; run/worker.py re-exports it)."""
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {spec} was asked for but CUDA is not available here; use --device cpu or auto")
+        index = int(spec[5:]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"device {spec} does not exist (this machine has {torch.cuda.device_count()} GPU(s))")
+        return torch.device(spec)
+    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")

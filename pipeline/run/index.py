@@ -41,8 +41,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("error", "TEXT"), ("started_at", "TEXT"), ("finished_at", "TEXT"),
     ("temporal_error", "REAL"),   # clips only (docs/video.md); version 2 added it, at the end
     ("worker", "INTEGER"),        # the executor's slot that ran it (see device); version 3 added it
-    # Version 4: the result's scores (comparable across jobs: docs/quality.md) and its regions.
-    ("style_distance", "REAL"), ("content_distance", "REAL"), ("regions", "TEXT"),
+    ("style_distance", "REAL"), ("content_distance", "REAL"), ("regions", "TEXT"),   # version 4
 )
 # Columns added since version 1, per version: an older index gains them in place when opened.
 _ADDED = {2: COLUMNS[21:22], 3: COLUMNS[22:23], 4: COLUMNS[23:26]}

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def save_result(job: Job, image_path: Path, result: Any, *, started_at: str, t0: float, device: str,
                 weights_id: str, cache_hit: bool, batch: int, precision: str,
-                plan: MemoryPlan | None) -> JobRecord:
+                plan: MemoryPlan | None, notes: tuple[str, ...] = ()) -> JobRecord:
     """Write the job's image (atomically; its alpha put back) and return its `done` record."""
     p = job.params
     meta = {"job_id": job.job_id, "params": p.to_dict(), "nst_batch": __version__}
@@ -37,7 +37,8 @@ def save_result(job: Job, image_path: Path, result: Any, *, started_at: str, t0:
                        device=device, started_at=started_at, seconds=time.perf_counter() - t0,
                        weights_id=weights_id, cache_hit=cache_hit, batch_size=batch, precision=precision,
                        memory_plan=plan.describe() if plan else None,
-                       loss_history=downsample(result.loss_history, HISTORY_POINTS))
+                       loss_history=downsample(result.loss_history, HISTORY_POINTS),
+                       loss_iterate=getattr(result, "iterate_losses", None), notes=notes)
 
 
 def snapshots_for(job: Job, image_path: Path, root: Path | None, save_every: int) -> Snapshots | None:

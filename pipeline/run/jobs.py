@@ -25,8 +25,10 @@ from ..video import Clip, clip_shape
 # hash it, so resume then redoes the old outputs instead of keeping them as if new. GOLDEN is
 # the losses of a fixed tiny job under this version (tests/faults/test_faults_golden_outputs.py
 # fails when they move): update both together. 2: tol across multiscale stages, wide styles.
-ALGORITHM_VERSION = "gatys2016-nstbatch-2"
-GOLDEN = {"version": "gatys2016-nstbatch-2", "loss_total": 30.33106, "loss_content": 2.365264, "loss_style": 0.5593159}
+# 3: every iterate projected into [0, 1] after each step (the saved image is the one optimized,
+# no final clamp), L-BFGS storing the step actually taken; `average` (off by default) added.
+ALGORITHM_VERSION = "gatys2016-nstbatch-3"
+GOLDEN = {"version": "gatys2016-nstbatch-3", "loss_total": 30.33111, "loss_content": 2.365293, "loss_style": 0.5593164}
 INIT_KEYWORDS = ("content", "noise")
 
 
@@ -141,6 +143,8 @@ def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip:
         del values["bit_depth"]
     if values["style_loss"] == "gram":   # the paper's loss: ids from before other losses stay
         del values["style_loss"]
+    if values["average"] == 0:   # off: the id is what it was before averaging existed
+        del values["average"]
     spec = {
         "algorithm": ALGORITHM_VERSION,
         "content": input_identity(content) if clip is None else clip_sha256(clip),

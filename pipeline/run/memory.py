@@ -13,7 +13,8 @@ in no way is refused with the largest that does, never left to an out-of-memory 
   its argmax indices; pooling shrinks what follows by 4), over the whole image or one tile's
   crop (core plus halo); two bytes each under bf16 autocast, four otherwise;
 - image-sized float32 vectors: the image, its gradient, the optimizer's previous gradient and
-  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments
+  step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments;
+  the moving average of the iterates when `average` > 0
   (both optimizers step in place with one temporary; the stage loop frees its start copies
   and, before the final pass and the save, the optimizer state); under tiling more (below);
 - the content targets, the Gram targets, and a fixed slack for the allocator;
@@ -95,13 +96,15 @@ def estimate_bytes(params: Params, shape: tuple[int, int] = (1, 1), batch: int =
     pixels = h * w
     layers = [*params.content_layers, *params.style_layers]
     deepest = max(layers, key=LAYER_INDEX.__getitem__)
-    network = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3
+    # sliced: the sorts' saved and temporary tensors, ~1600 floats per pixel (counted, not yet measured)
+    network = activation_floats(deepest) * (0.5 if bf16 else 1.0) + 4 * 3 + 1600 * (params.style_loss in UNTILEABLE)
     seen = pixels if tile is None else _crop_pixels(h, w, tile, layers)
     per_pixel = 4 * 3 + _TILED_VECTORS * 3 * (tile is not None)
     if (optimizer or params.optimizer) == "lbfgs":
         per_pixel += 2 * 3 * history + 4 * 3
     else:
         per_pixel += 3 * 3
+    per_pixel += 3 * (params.average > 0)   # the iterate average (engine/optimizers.py)
     per_pixel += _targets_floats(tuple(params.content_layers))
     grams = sum(3 * _channels(n) ** 2 for n in params.style_layers)
     if tile is not None:
@@ -162,6 +165,7 @@ GOOD_TILE = 256          # the style image's tile when the job itself runs whole
 # per cent above the bytes alive (measured at 12 MP: docs/performance.md).
 PLAN_FRACTION = 0.95
 MIN_TILE = 32
+UNTILEABLE = ("sliced",)     # style losses engine/tiled.py cannot tile (their `tileable` is False)
 CUDA_MARGIN = 512 * 2**20    # the CUDA context, cuDNN workspaces and fragmentation we do not model
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -260,6 +264,8 @@ def _cheapest_tile(params: Params, shape: tuple[int, int], room: int, history: i
     whole = estimate_bytes(params, shape, 1, bf16, history, None, optimizer)
     if whole <= room:
         return None, whole
+    if params.style_loss in UNTILEABLE:     # a global sort: never tiled (engine/tiled.py refuses)
+        return None
     sizes = _tile_sizes(params, shape)
     peak = lambda t: estimate_bytes(params, shape, 1, bf16, history, t, optimizer)  # noqa: E731
     low, high = 0, len(sizes)         # sizes[:low] fit, sizes[high:] do not
@@ -317,6 +323,10 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
         return MemoryPlan(tuple(None for _ in sides), None, params.optimizer,
                           LBFGS_HISTORY if lbfgs else 0, full, None)
     room = int(budget * PLAN_FRACTION)
+    if style_bytes(params) > room and params.style_loss in UNTILEABLE:
+        raise DeviceError(f"style_loss {params.style_loss}: the style image's features at {style_side(params, params.size)} px "
+                          f"need about {_gb(style_bytes(params) / PLAN_FRACTION)} GB and cannot be computed in tiles; "
+                          "lower style_scale or size, raise --memory-limit, or use style_loss gram or meancov")
     best: tuple[float, MemoryPlan] | None = None
     lbfgs_fits = False
     staged = [params.replace(size=side) for side in sides]
@@ -330,7 +340,8 @@ def plan_job(params: Params, shape: tuple[int, int], budget: int | None, bf16: b
         if best is None or cost < best[0]:
             best = cost, MemoryPlan(tiles, None, optimizer, history, max(p for _, p in stages), budget)
     if best is None:
-        raise DeviceError(_refusal(params, shape, budget, bf16, held))
+        raise DeviceError(untiled_refusal(params, shape, budget, bf16) if params.style_loss in UNTILEABLE
+                          else _refusal(params, shape, budget, bf16, held))
     plan = best[1]
     tile, optimizer, history = plan.tiles[-1], plan.optimizer, plan.history
     style_tile = None
@@ -370,6 +381,15 @@ def _refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool, hel
     return (f"size {params.size} needs at least {_gb(smallest)} GB even in tiles with Adam, {have}; "
             f"the largest that fits is about {max(16, low // 16 * 16)} px; "
             "lower size or raise --memory-limit")
+
+
+def untiled_refusal(params: Params, shape: tuple[int, int], limit: int, bf16: bool) -> str:  # a loss never tiled
+    fits = lambda side: estimate_bytes(params.replace(size=side), shape, 1, bf16, 0, None, "adam") <= limit * PLAN_FRACTION  # noqa: E731
+    low = 16
+    while low * 2 <= params.size and fits(low * 2): low *= 2  # noqa: E701
+    return (f"size {params.size} with style_loss {params.style_loss} needs about {_gb(estimate_bytes(params, shape, 1, bf16) / PLAN_FRACTION)} GB "
+            f"whole and cannot run in tiles (it sorts all positions at once); the memory budget is {_gb(limit)} GB, "
+            f"about {low} px fits; lower size, raise --memory-limit, or use style_loss gram or meancov")
 
 
 def check_fits(params: Params, shape: tuple[int, int], device: torch.device | str, bf16: bool = False,

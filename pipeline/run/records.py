@@ -56,7 +56,8 @@ class JobRecord:
     # Spatial control: per region its name, mask (or label map and colour), styles and weights
     # (docs/regions.md); None for a job without regions.
     regions: tuple[Mapping[str, Any], ...] | None = None
-    # The last iterate's losses, before the saved image was put in range (docs/quality.md).
+    # The last iterate's losses (its last evaluation; total, content, style, tv): the saved
+    # image's (loss_total …) too without `average`, up to bf16 vs fp32 (docs/quality.md).
     loss_iterate: Mapping[str, float] | None = None
     # Scores at a fixed evaluation size, comparable across jobs and settings (docs/quality.md).
     style_distance: float | None = None
@@ -115,13 +116,14 @@ def regions_of(job: Job) -> tuple[dict[str, Any], ...] | None:
 def done_record(job: Job, *, losses: Mapping[str, float], steps: int, width: int, height: int,
                 device: str, started_at: str, seconds: float, weights_id: str, cache_hit: bool,
                 batch_size: int, precision: str, memory_plan: Mapping[str, Any] | None = None,
-                loss_history: Mapping[str, Any] | None = None) -> JobRecord:
+                loss_history: Mapping[str, Any] | None = None,
+                loss_iterate: Mapping[str, float] | None = None, notes: tuple[str, ...] = ()) -> JobRecord:
     return JobRecord(**describe(job), status="done", device=device, started_at=started_at,
                      finished_at=now_iso(), seconds=round(seconds, 3), steps=steps, width=width,
                      height=height, loss_total=losses.get("total"), loss_content=losses.get("content"),
                      loss_style=losses.get("style"), loss_tv=losses.get("tv"), weights_id=weights_id,
                      cache_hit=cache_hit, batch_size=batch_size, precision=precision, memory_plan=memory_plan,
-                     loss_history=loss_history or None)
+                     loss_history=loss_history or None, loss_iterate=loss_iterate or None, notes=tuple(notes))
 
 
 def failed_record(job: Job, error: BaseException | str, device: str, started_at: str, seconds: float,

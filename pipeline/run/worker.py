@@ -30,6 +30,7 @@ from ..engine.features import VGGFeatures
 from ..engine.optimize import JobInput, Precision, Progress, stylize_batch
 from ..errors import DeviceError, NSTError, OutputError
 from . import budget as budgets, memory
+from .devices import resolve_device
 from .cache import StyleTargetCache
 from .footprint import MAX_BATCH, fitting, free_device_memory, measure_footprint
 from .heap import bound_heap
@@ -38,7 +39,8 @@ from .grouping import batch_key
 from .jobs import Job, safe_join
 from .records import JobRecord, error_message, failed_record, now_iso, write_sidecar
 from .job_output import save_result, snapshots_for
-from .targets import targets_fn
+from .regions import job_inputs
+from .targets import StyleSource, photo_keys
 
 PROGRESS_EVERY = 0.5   # seconds between progress reports (each one reads the losses back)
 Event = tuple[str, str, Any]          # (kind, job_id, payload)
@@ -56,22 +58,6 @@ def _compiled(net: VGGFeatures) -> VGGFeatures:
     return net
 
 
-def resolve_device(spec: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N -> a device that exists, or a DeviceError saying what to use."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec == "cuda" or (spec.startswith("cuda:") and spec[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec} was asked for but CUDA is not available here; use --device cpu or auto")
-        index = int(spec[5:]) if ":" in spec else 0
-        if index >= torch.cuda.device_count():
-            raise DeviceError(f"device {spec} does not exist (this machine has {torch.cuda.device_count()} GPU(s))")
-        return torch.device(spec)
-    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
-
-
 class _Item:
     """One job inside a group: where its image goes and, once prepared, its device inputs."""
 
@@ -81,6 +67,8 @@ class _Item:
         self.content: torch.Tensor | None = None
         self.init: torch.Tensor | None = None
         self.targets: Any = None
+        self.maps: tuple = (None, None)  # regions: content weight map, photo map (run/regions.py)
+        self.notes: list[str] = []       # what was adapted (a mask resized, a region ignored): the record's
         self.hits: list[bool] = []
         self.plan: memory.MemoryPlan | None = None
         self.inputs = 0                  # bytes its decoded inputs hold (run/held.py)
@@ -258,12 +246,13 @@ class JobRunner:
                 bound_heap()    # tiled or trimmed to fit: keep the resident set near what is alive
             if p.init not in ("content", "noise"):
                 item.init = self._to_device(imaging.read_image(p.init, long_side_hint=p.size))
+            source = StyleSource(feats, p, content, self.cache, photo_keys(feats, p, job.content), item.hits,
+                                 tile=item.plan.style_tile)
+            item.targets, item.maps, item.notes = job_inputs(job, content, source)   # masks read once
         except NSTError as err:
             self._report_error(item, err, emit, errors)
             return False
         item.content = content
-        item.targets = targets_fn(feats, p, [(s.path, s.weight) for s in job.styles], job.content,
-                                  content, self.cache, item.hits, tile=item.plan.style_tile)
         return True
 
     def _to_device(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -316,7 +305,8 @@ class JobRunner:
         specs = [JobInput(item.content, item.targets, _planned_params(item), item.init, progress_of(item),
                           finished=lambda result, item=item: finished(item, result),
                           tiles=item.plan.tiles, lbfgs_history=item.plan.history or 1,
-                          snapshot=snapshots_for(item.job, item.image_path, item.root, self.save_every))
+                          snapshot=snapshots_for(item.job, item.image_path, item.root, self.save_every),
+                          content_weight_map=item.maps[0], photo_map=item.maps[1])
                  for item in chunk]
         try:
             stylize_batch(feats, specs, self.precision, progress_every=PROGRESS_EVERY)
@@ -335,7 +325,8 @@ class JobRunner:
         return save_result(item.job, item.image_path, result, started_at=item.started_at, t0=item.t0,
                            device=str(self.device), weights_id=feats.weights_id,
                            cache_hit=all(item.hits) if item.hits else False, batch=batch,
-                           precision="bf16" if self.precision.bf16 else "fp32", plan=item.plan)
+                           precision="bf16" if self.precision.bf16 else "fp32", plan=item.plan,
+                           notes=tuple(item.notes))
 
     def _failed(self, item: _Item, error: BaseException) -> JobRecord:
         return failed_record(item.job, error, str(self.device), item.started_at, time.perf_counter() - item.t0)

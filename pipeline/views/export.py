@@ -12,6 +12,7 @@ from ..errors import OutputError
 from ..params import PARAM_NAMES
 from ..run.index import COLUMN_NAMES, JSON_COLUMNS, ResultsIndex
 from ..run.index_repair import damaged_message
+from .region_map import region_summary
 
 
 def param_column(name: str) -> str:
@@ -32,7 +33,15 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     params = row.get("params") or {}
     flat = {k: v for k, v in row.items() if k != "params"}
     flat.update({param_column(k): v for k, v in params.items()})
+    flat["regions"] = export_regions(row.get("regions"))
     return flat
+
+
+def export_regions(regions: Any) -> str | None:
+    """A region job's regions as one readable line (views/region_map.py's summary, e.g.
+    "sky=starry_night; person=photo"); None (an empty cell, JSON null) for a job without
+    regions. The masks' paths stay in the sidecar and in the index's JSON column."""
+    return region_summary([r for r in regions if isinstance(r, dict)]) if isinstance(regions, list) and regions else None
 
 
 def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None,
@@ -76,7 +85,7 @@ def export(output_dir: str | Path, fmt: str, dest: str | Path | None = None,
 def _csv_cell(name: str, value: Any) -> Any:
     if value is None:
         return ""
-    if name in JSON_COLUMNS or isinstance(value, (list, dict)):
+    if name in JSON_COLUMNS and not isinstance(value, str) or isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True)
     if name == "cache_hit":
         return int(value)

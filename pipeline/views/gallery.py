@@ -28,6 +28,7 @@ from .sheets import SHEET_STEM
 from .gallery_page import PAGE as _PAGE, SCRIPT as _SCRIPT, STYLE as _STYLE
 from .live import LiveState, live_thumb, stage_images
 from .plots import downsample, loss_curve, scatter
+from .region_map import ensure_region_thumb, region_colours, region_lines
 
 GALLERY_NAME = "index.html"
 THUMBS_DIR = ".thumbs"
@@ -52,7 +53,7 @@ def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB,
     thumbs = {r.job_id: ensure_thumb(root, r, thumb) for r in results}
     sheets = sorted(p.name for p in root.glob(f"{SHEET_STEM}*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     reasons = {r.job_id: cell_reason(root, r) for r in results}
-    extras = {r.job_id: _extras(root, r) for r in results}
+    extras = {r.job_id: {**_extras(root, r), **_region_extras(root, r, thumb)} for r in results}
     page = render_html(root.name or str(root), results, thumbs, reasons, sheets, live=live,
                        extras=extras, live_thumbs=_live_thumbs(root, live))
     path = root / GALLERY_NAME
@@ -66,14 +67,28 @@ def write_gallery(output_dir: str | Path, thumb: int = GALLERY_THUMB,
 def _extras(root: Path, r: ResultRow) -> dict[str, Any]:
     """What the sidecar holds beyond the index row: the loss history and the stage images."""
     history: dict[str, Any] = {}
+    notes: Any = []
     sidecar = inside(root, str(Path(r.output).with_suffix(".json"))) if r.output else None
     if sidecar is not None and sidecar.is_file() and not sidecar.is_symlink():
         try:
-            history = json.loads(sidecar.read_text(encoding="utf-8")).get("loss_history") or {}
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+            history, notes = record.get("loss_history") or {}, record.get("notes") or []
         except (OSError, ValueError, AttributeError):
             history = {}
     return {"history": history if isinstance(history, dict) else {},
-            "stages": stage_images(root, r.output) if r.output else []}
+            "stages": stage_images(root, r.output) if r.output else [],
+            "notes": [str(n) for n in notes] if isinstance(notes, list) else []}
+
+
+def _region_extras(root: Path, r: ResultRow, size: int) -> dict[str, Any]:
+    """A region job's map thumbnail (views/region_map.py), half the result's size."""
+    if not r.regions:
+        return {}
+    try:
+        return {"region_thumb": ensure_region_thumb(root, r.job_id, r.regions, THUMBS_DIR, max(16, size // 2))}
+    except OSError as err:   # a full disk: one line, as for the result's thumbnail
+        raise OutputError(f"cannot write the region map of {r.job_id} in {root / THUMBS_DIR}: "
+                          f"{err.strerror or err}") from None
 
 
 def _live_thumbs(root: Path, live: LiveState | None) -> dict[str, str]:
@@ -229,7 +244,7 @@ def _describe(r: ResultRow) -> str:
     styles = ", ".join(f"{Path(p).name} ({w:g})" for p, w in r.styles)
     params = [f"{k}={value_label(k, axis_value(r, k))}" for k in sorted(r.params)]
     return "\n".join([f"job {r.job_id} ({r.status})", f"content: {Path(r.content).name}",
-                      f"style: {styles}", *params])
+                      f"style: {styles}", *(f"region {line}" for line in region_lines(r.regions)), *params])
 
 
 def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[str, str],
@@ -256,10 +271,29 @@ def _card(r: ResultRow, thumb: str | None, reason: str | None, labels: Mapping[s
     # 40 points in whole viewBox units: a curve 200 px wide loses nothing visible, and 2,000
     # cards stay a few MB (docs/running.md, "The live page at 2,000 jobs").
     body += loss_curve(downsample(extra.get("history") or {}, 40))
+    body += _regions_block(r, extra) + _notes_block(extra)
     # Beyond the first page: hidden from the first layout on, before the script pages them.
     return (f'<figure class="card {_e(r.status)}" data-job="{_e(r.job_id)}" id="job-{_e(r.job_id)}"'
             f'{" hidden" if hidden else ""}>{body}'
             f'<figcaption>{_e(caption)}<br><small>{_e(details)}</small></figcaption></figure>')
+
+
+def _regions_block(r: ResultRow, extra: Mapping[str, Any]) -> str:
+    """A region job's map beside its legend: each region's colour, name and styles."""
+    if not r.regions:
+        return ""
+    src = extra.get("region_thumb")
+    picture = (f'<img class="regionmap" loading="lazy" src="{_url(src)}" alt="region map">' if src
+               else '<div class="ph regionmap">mask missing</div>')
+    legend = "".join(f'<li><span class="swatch" style="background:{_e(colour)}"></span>{_e(line)}</li>'
+                     for line, colour in zip(region_lines(r.regions), region_colours(r.regions)))
+    return f'<div class="regions">{picture}<ul class="legend">{legend}</ul></div>'
+
+
+def _notes_block(extra: Mapping[str, Any]) -> str:
+    """What the worker adapted for this job (a mask resized, a region ignored)."""
+    notes = extra.get("notes") or []
+    return f'<ul class="notes">{"".join(f"<li>{_e(n)}</li>" for n in notes)}</ul>' if notes else ""
 
 
 def _table_row(r: ResultRow, labels: Mapping[str, str], swept: Sequence[str]) -> str:

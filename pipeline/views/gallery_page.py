@@ -17,6 +17,11 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
 .card.running img { width: 200px; height: 150px; object-fit: contain; display: block; background: #ddd; }
 #pager button { margin-right: 0.3em; }
 .card figcaption { font-size: 12px; overflow-wrap: anywhere; }
+.card .regions { display: flex; gap: 4px; margin-top: 2px; font-size: 11px; }
+.card .regions img.regionmap, .card .regions .regionmap { width: 64px; height: 48px; object-fit: contain; flex: none; }
+.card ul.legend, .card ul.notes { list-style: none; margin: 0; padding: 0; font-size: 11px; }
+.card ul.notes { color: #a60; }
+.card .swatch { display: inline-block; width: 9px; height: 9px; margin-right: 3px; border: 1px solid #555; }
 .card.failed .ph, .card.timeout .ph { background: #fadede; }
 .ph { width: 200px; height: 150px; background: #eee; font-size: 12px; padding: 4px;
       box-sizing: border-box; overflow: hidden; overflow-wrap: anywhere; }

@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any, Collection, Hashable, Iterable, Mapping, Sequence
 
 from ..errors import InputError
-from ..params import PARAM_NAMES
+from ..params import DEFAULTS, PARAM_NAMES
+from .region_map import region_summary
+
+PARAM_DEFAULTS = DEFAULTS.to_dict()
 
 INDEX_NAME = "index.sqlite"
 IMAGE_KEYS = ("content", "style")
@@ -36,6 +39,7 @@ class ResultRow:
     output: str
     error: str | None
     row: Mapping[str, Any]                   # every column, as the gallery's table shows them
+    regions: tuple[Mapping[str, Any], ...] | None = None   # a region job's regions (run/records.py)
 
 
 def load_results(output_dir: str | Path) -> list[ResultRow]:
@@ -97,7 +101,18 @@ def _result(path: Path, row: dict[str, Any]) -> ResultRow:
     return ResultRow(job_id=str(row.get("job_id")), status=str(row.get("status")),
                   content=str(row.get("content") or ""), styles=styles,
                   params=dict(decoded["params"] or {}), output=str(row.get("output") or ""),
-                  error=row.get("error"), row=decoded)
+                  error=row.get("error"), row=decoded, regions=_regions(row.get("regions")))
+
+
+def _regions(raw: Any) -> tuple[Mapping[str, Any], ...] | None:
+    """The `regions` column (JSON, schema 4); None for jobs without regions or older indexes."""
+    try:
+        value = json.loads(raw) if isinstance(raw, str) and raw else raw
+    except ValueError:
+        return None
+    if not isinstance(value, list):
+        return None
+    return tuple(r for r in value if isinstance(r, Mapping)) or None
 
 
 def inside(root: Path, relative: str) -> Path | None:
@@ -135,8 +150,37 @@ def axis_value(result: ResultRow, key: str) -> Hashable:
         return result.content
     if key == "style":
         total = sum(w for _, w in result.styles) or 1.0
-        return tuple((p, round(w / total, 6)) for p, w in result.styles)
+        styles = tuple((p, round(w / total, 6)) for p, w in result.styles)
+        return RegionStyles(styles, region_summary(result.regions)) if result.regions else styles
+    if key not in result.params and key in PARAM_DEFAULTS:
+        # A record from before the parameter existed ran at its default (older sidecars).
+        return _hashable(PARAM_DEFAULTS[key])
     return _hashable(result.params.get(key))
+
+
+class RegionStyles(tuple):
+    """A region job's style axis value: its styles (path, weight), as sheets' headers show
+    them, labelled and compared by the regions' summary ("sky=starry_night; person=photo"),
+    so two jobs that give the same paintings to different regions are different values."""
+
+    summary: str
+
+    def __new__(cls, styles: Iterable[tuple[str, float]], summary: str) -> "RegionStyles":
+        value = super().__new__(cls, styles)
+        value.summary = summary
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RegionStyles) and other.summary == self.summary and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((tuple(self), self.summary))
+
+    def __str__(self) -> str:
+        return self.summary
 
 
 def _hashable(value: Any) -> Hashable:
@@ -161,7 +205,7 @@ def value_label(key: str, value: Any) -> str:
     if key == "content":
         return Path(value).stem
     if key == "style":
-        return _style_label(value)
+        return value.summary if isinstance(value, RegionStyles) else _style_label(value)
     if value is None:
         return "none"
     if isinstance(value, bool):

@@ -224,7 +224,9 @@ class _Painter:
             return
         paths = [value] if key == "content" else [p for p, _ in value]
         thumbs = [self.input_thumb(p, (lay.thumb // len(paths), lay.thumb)) for p in paths]
-        if all(thumbs):
+        if not paths:      # a region job whose every region keeps the photo: no painting to show
+            draw.rectangle([x, y, x + lay.thumb - 1, y + lay.thumb - 1], fill=MISSING_FILL)
+        elif all(thumbs):
             # A blend shows its styles side by side in the one box.
             for i, thumb in enumerate(thumbs):
                 box_w = lay.thumb // len(paths)
