@@ -13,6 +13,7 @@ from rich.table import Table
 from ..run.jobs import Job
 from .console import make_console
 from .eta import EtaModel, Stages, format_eta
+from .region_map import region_summary
 
 if TYPE_CHECKING:   # a view never imports an executor; it only reads the slots it is given
     from ..executors.base import Slot
@@ -22,6 +23,10 @@ PLAIN_EVERY = 15.0  # seconds between status lines when stdout is not a terminal
 
 def describe(job: Job) -> str:
     styles = "+".join(s.path.rsplit("/", 1)[-1] for s in job.styles)
+    if job.regions:   # a region job: which style goes where tells it apart from a plain blend
+        styles = "[" + region_summary([{"name": r.name, "styles": [{"path": s.path, "weight": s.weight}
+                                                                    for s in r.styles]}
+                                       for r in job.regions]) + "]"
     # A grid's jobs share content and style: the values that vary tell them apart.
     varying = ", ".join(f"{k}={v}" for k, v in job.variant)
     return f"{job.content.rsplit('/', 1)[-1]} × {styles}" + (f" ({varying})" if varying else "")
