@@ -81,7 +81,14 @@ class Job:
             "params": self.params.to_dict(),
             "output": self.output,
             **({"clip": self.clip.selection()} if self.clip is not None else {}),
+            **({"regions": [dict(r) for r in _regions_of(self)]} if self.regions else {}),
         }
+
+
+def _regions_of(job: "Job") -> tuple[dict[str, Any], ...]:
+    from .records import regions_of   # records.py imports this module
+
+    return regions_of(job) or ()
 
 
 @lru_cache(maxsize=4096)
