@@ -62,15 +62,15 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
         raise ParamError(f"--style-blend has {len(blend)} weights for {len(styles)} style images; give one each")
     if blend is not None and not (all(math.isfinite(w) and w >= 0 for w in blend) and sum(blend) > 0):
         raise ParamError("--style-blend weights must be finite, ≥ 0 and have a positive sum")
+    for problem in mask_problems(str(content), regions):   # masks: one line, before torch (read_image loads it)
+        if problem.fails:
+            raise InputError(f"--region {problem.region}: {problem.message}")
+        print(f"warning: --region {problem.region}: {problem.message}", file=sys.stderr)
     # Fail on unreadable inputs and unknown weights before any network is loaded.
     inputs = [content, *styles, *(Path(s.path) for r in regions for s in r.styles)] + \
         ([Path(params.init)] if params.init not in ("content", "noise") else [])
     for path in inputs:
         read_image(path, long_side_hint=64)
-    for problem in mask_problems(str(content), regions):   # masks: one line, before torch
-        if problem.fails:
-            raise InputError(f"--region {problem.region}: {problem.message}")
-        print(f"warning: --region {problem.region}: {problem.message}", file=sys.stderr)
     weights_id(params.weights)
     if _is_an_input(output, inputs):   # an --init image is an input too
         raise InputError(f"output {output} is one of the inputs; inputs are never overwritten — choose another name")
