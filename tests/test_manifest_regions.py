@@ -229,3 +229,24 @@ def test_stray_label_colour_is_one_line(project):
     failing, _ = region_problems(load_manifest(write(project, text)))
     assert len(failing) == 1 and "colour #ff0000" in failing[0] and "is not in the legend (sky: #0000ff)" in failing[0]
     assert failing[0].startswith("m.yaml: content[0].regions.sky.colour: label map ") and failing[0].endswith("(line 7)")
+
+
+def test_validate_prints_mask_warnings_and_counts_only_failing_ones(project):
+    from test_fast_commands import heavy, run_cli
+
+    _mask(project / "masks" / "tall.png", size=(20, 40))
+    _mask(project / "masks" / "empty.png", value=0)
+    write(project, HEAD + """content:
+  - image: photos/street.png
+    regions:
+      sky: {mask: masks/tall.png, style: styles/a.png}
+      ground: {mask: masks/empty.png, style: none}
+""")
+    proc, imported = run_cli("validate", "m.yaml", cwd=project)
+    assert proc.returncode == 0 and heavy(imported) == []
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"warning: m.yaml: content[0].regions.sky.mask: mask {project / 'masks/tall.png'} is 20 × 40")
+    assert warnings[1] == (f"warning: m.yaml: content[0].regions.ground.mask: mask {project / 'masks/empty.png'} is empty "
+                           "(covers nothing): region ground is ignored; paint the region or remove it (line 7)")
+    assert "valid, 1 job(s)" in proc.stdout and "; 1 warning(s) above: those jobs would fail" in proc.stdout
