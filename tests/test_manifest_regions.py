@@ -12,7 +12,7 @@ from pipeline.errors import ManifestError
 from pipeline.manifest.schema import expand, load_manifest, resolved_yaml
 from pipeline.params import DEFAULTS
 from pipeline.run.jobs import job_id_for, make_job
-from pipeline.run.preflight import region_problems
+from pipeline.run.region_checks import region_problems
 
 HINT = "paths are relative to the manifest"
 

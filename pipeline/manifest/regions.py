@@ -20,6 +20,7 @@ stray label colours) is checked by run/region_checks.py.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -286,11 +287,11 @@ def apply(entry: RegionEntry, combo: Mapping[str, Any]) -> tuple[RegionSpec, ...
 
 def combination_problems(entries: Iterable[RegionEntry], grid: list[tuple[str, tuple[Any, ...]]]) -> list[str]:
     """Each photo's regions under every combination of the region grid keys: blend lengths."""
-    from .expand import grid_combinations
-
     problems: dict[str, None] = {}
+    keys = [key for key, _ in grid]
     for entry in entries:
-        for combo in grid_combinations(grid):
+        for values in itertools.product(*(values for _, values in grid)):   # as expand.grid_combinations
+            combo = dict(zip(keys, values))
             try:
                 apply(entry, combo)
             except ValueError as err:

@@ -81,14 +81,15 @@ class Job:
             "params": self.params.to_dict(),
             "output": self.output,
             **({"clip": self.clip.selection()} if self.clip is not None else {}),
-            **({"regions": [dict(r) for r in _regions_of(self)]} if self.regions else {}),
+            **({"regions": _regions_of(self)} if self.regions else {}),
         }
 
 
-def _regions_of(job: "Job") -> tuple[dict[str, Any], ...]:
-    from .records import regions_of   # records.py imports this module
-
-    return regions_of(job) or ()
+def _regions_of(job: "Job") -> list[dict[str, Any]]:
+    """A job's regions as manifest.resolved.yaml lists them (records.regions_of for sidecars)."""
+    return [{"name": r.name, "mask": r.mask, "labels": r.labels, "colour": list(r.colour) if r.colour else None,
+             "styles": [{"path": s.path, "weight": s.weight, "mask": s.mask} for s in r.styles],
+             "style_weight": r.style_weight, "content_weight": r.content_weight} for r in job.regions]
 
 
 @lru_cache(maxsize=4096)

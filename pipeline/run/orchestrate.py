@@ -120,7 +120,7 @@ def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int
     """Run every job of the manifest that is not finished yet; returns a summary."""
     manifest, jobs = prepare(manifest_path, shard)
     import logging
-    from .preflight import region_problems   # masks: one warning line each, the run goes on
+    from .region_checks import region_problems   # masks: one warning line each, the run goes on
 
     for line in (line for lines in region_problems(manifest) for line in lines):
         logging.getLogger(__name__).warning("%s", line)

@@ -18,8 +18,7 @@ from ..imaging import check_image_header
 from ..manifest.schema import Manifest
 from .jobs import INIT_KEYWORDS, Job
 from .orchestrate import memory_plan_rows, prepare
-from .region_checks import mask_problems
-from ..manifest.yaml_reader import _format
+from .region_checks import region_problems
 
 
 @dataclass
@@ -39,19 +38,6 @@ class Preflight:
     def failing(self) -> int:
         """Warnings of jobs that would fail (an ignored region does not fail its jobs)."""
         return len(self.warnings) - len(self.ignored_regions)
-
-
-def region_problems(manifest: Manifest) -> tuple[list[str], list[str]]:
-    """(lines of masks that fail their jobs, lines of regions ignored for an empty mask), each
-    naming the manifest, the region's key and its line."""
-    failing: list[str] = []
-    ignored: list[str] = []
-    for entry in manifest.region_entries:
-        for problem in mask_problems(entry.content, entry.regions):
-            key, line = entry.lines.get(problem.region, ((), 0))
-            message = problem.message + ("; the photo's jobs will fail" if problem.fails else "")
-            (failing if problem.fails else ignored).append(f"{manifest.source.name}: {_format(key, message, line, None)}")
-    return list(dict.fromkeys(failing)), list(dict.fromkeys(ignored))
 
 
 def image_problems(jobs: list[Job]) -> list[str]:

@@ -8,12 +8,16 @@ ignored. Same aspect ratio but another size is fine: the engine resizes the mask
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from ..errors import InputError
 from ..imaging import image_shape
 from ..masks import aspect_problem, is_empty, label_masks, read_mask
+from ..manifest.yaml_reader import _format
 from .jobs import RegionSpec
+
+if TYPE_CHECKING:
+    from ..manifest.schema import Manifest
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,16 @@ def mask_problems(content: str, regions: Iterable[RegionSpec]) -> list[MaskProbl
                 problems.append(MaskProblem(region.name, True, f"style mask {style.mask} is empty (covers nothing of "
                                                                f"{style.path}); paint the part of the painting to use"))
     return problems
+
+
+def region_problems(manifest: Manifest) -> tuple[list[str], list[str]]:
+    """(lines of masks that fail their jobs, lines of regions ignored for an empty mask), each
+    naming the manifest, the region's key and its line."""
+    failing: list[str] = []
+    ignored: list[str] = []
+    for entry in manifest.region_entries:
+        for problem in mask_problems(entry.content, entry.regions):
+            key, line = entry.lines.get(problem.region, ((), 0))
+            message = problem.message + ("; the photo's jobs will fail" if problem.fails else "")
+            (failing if problem.fails else ignored).append(f"{manifest.source.name}: {_format(key, message, line, None)}")
+    return list(dict.fromkeys(failing)), list(dict.fromkeys(ignored))
