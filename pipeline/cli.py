@@ -56,8 +56,8 @@ def _csv(value: Optional[str], cast=str):
 @app.command()
 def stylize(
     content: Annotated[Path, typer.Argument(help="Content image (any format Pillow reads).")],
-    styles: Annotated[list[Path], typer.Argument(help="One or more style images; several are blended.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .png, .jpg/.jpeg (JPEG) or .tif/.tiff (TIFF, LZW); tagged sRGB.")],
+    styles: Annotated[Optional[list[Path]], typer.Argument(help="One or more style images; several are blended (none with --region).")] = None,
     size: Annotated[Optional[str], typer.Option(help=f"Long side of the output in pixels, or native (the content's own size) [default: {D.size}].")] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Objective evaluations in all stages [default: {D.steps}].")] = None,
     content_weight: Annotated[Optional[float], typer.Option(help=f"Content loss weight [default: {D.content_weight:g}].")] = None,
@@ -88,8 +88,10 @@ def stylize(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the style-target cache.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     save_every: Annotated[int, typer.Option(help="Write the current image every N evaluations, and at each stage's end, into OUTPUT-stem.steps/ (the last 5 kept); 0: off.")] = 0,
+    region: Annotated[Optional[list[str]], typer.Option("--region", help="[NAME:]MASK=STYLE: the masked region in STYLE (an image, none: keep the photo, a.jpg+b.jpg: a blend); repeat for more regions (docs/regions.md).")] = None,
 ) -> None:
     """Stylize one content image with one or more style images."""
+    from .cli_regions import region_specs
     from .run.stylize_one import stylize_one
 
     if not 0 <= save_every <= 1_000_000:
@@ -104,10 +106,10 @@ def stylize(
         "multiscale": _int_or("auto", multiscale, "auto or a number of stages", "--multiscale"),
         "tol": tol, "average": average, "style_loss": style_loss,
     }
-    stylize_one(content, list(styles), output, {k: v for k, v in values.items() if v is not None},
+    stylize_one(content, list(styles or []), output, {k: v for k, v in values.items() if v is not None},
                 blend=_csv(style_blend, float), device=device, cache_dir=cache_dir,
                 use_cache=not no_cache, show_progress=not quiet, memory_limit=_memory(memory_limit),
-                save_every=save_every)
+                save_every=save_every, regions=region_specs(region or []))
 
 
 def _int_or(word: str, value: Optional[str], expected: str, option: str):
@@ -157,7 +159,7 @@ def validate(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file."
     checked = preflight(manifest)
     for warning in checked.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    note = f"; {len(checked.warnings)} warning(s) above: those jobs would fail" if checked.warnings else ""
+    note = f"; {checked.failing} warning(s) above: those jobs would fail" if checked.failing else ""
     typer.echo(f"{manifest}: valid, {len(checked.jobs)} job(s) → {checked.manifest.output}{note}")
 
 

@@ -44,7 +44,7 @@ def test_dash_h_is_help(command, capsys):
 
 def test_help_metavars_are_readable(capsys):
     _, out, _ = _main(["stylize", "-h"], capsys)
-    assert "Usage: nst-batch stylize [OPTIONS] CONTENT STYLES..." in out
+    assert "Usage: nst-batch stylize [OPTIONS] CONTENT [STYLES...]" in out   # none with --region
     assert "styles... PATH" in out and "-o, --output PATH" in out and "--steps INTEGER" in out
     assert "<" not in out and "{" not in out
 

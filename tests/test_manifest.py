@@ -285,7 +285,7 @@ sheet: {rows: contnt, thumb: 5, foo: 1}
         "content[1]: not an image file: notes.txt (line 4; extensions: .jpg .jpeg .png .bmp .gif .tif .tiff "
         ".webp .ppm .pgm .tga)",
         "style[1].weights: has 1 weight(s) for 2 image(s); give one weight per image (line 7)",
-        "style[2].extra: unknown key; expected one of images, weights (line 8)",
+        "style[2].extra: unknown key; expected one of images, weights, name (line 8)",
         "style[2].weights: weights must be finite numbers ≥ 0 with a positive sum (line 8)",
         'pairing: expected one of product, zip, explicit, got "prodcut" (line 9)',
         "params.size: must be between 16 and 16384, got -5 (line 11)",

@@ -27,7 +27,8 @@ from typing import Mapping, Sequence
 import torch
 
 from . import sliced
-from .style_loss import mass_of, widen
+from .guidance import mass_of
+from .losses import widen
 
 _EPS = 1e-8
 NS_ITERATIONS = 20     # docs/engine.md: error against an eigendecomposition at conv1_1…conv5_1

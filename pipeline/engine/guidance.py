@@ -51,3 +51,12 @@ def layer_guides(mask: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.T
 def mass_fraction(mask: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) -> (B,): the share of the image a region covers (1 for the whole image)."""
     return mask.flatten(1).mean(1)
+
+
+def mass_of(f: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+    """Σ g over positions (B,) of features f (B, C, N) under guidance g (B, 1, N), or the
+    position count when unguided: what a guided statistic is normalised by."""
+    wide = f.dtype if f.dtype == torch.float64 else torch.float32
+    if g is None:
+        return torch.full((f.shape[0],), float(f.shape[-1]), dtype=wide, device=f.device)
+    return (g if g.dtype == torch.float64 else g.float()).flatten(1).sum(1)

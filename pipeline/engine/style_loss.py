@@ -21,6 +21,9 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .guidance import mass_of
+from .losses import widen
+
 _EPS = 1e-8
 
 
@@ -32,9 +35,6 @@ class StyleRegion:
     weight: float = 1.0                   # multiplies the region's style term
 
 
-def widen(t: torch.Tensor) -> torch.Tensor:
-    """At least fp32 for sums over many positions (float64 stays float64, for exactness checks)."""
-    return t if t.dtype == torch.float64 else t.float()
 
 
 def layer_parts(targets: Mapping[str, torch.Tensor], layer: str) -> dict[str, torch.Tensor]:
@@ -98,13 +98,6 @@ class GramLoss:
         """A cache entry's shape check (its checksum is checked separately)."""
         return set(tensors) == set(layers) and all(
             t.dim() == 3 and t.shape[1] == t.shape[2] and bool(torch.isfinite(t).all()) for t in tensors.values())
-
-
-def mass_of(f: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-    """Σ g over positions (B,), or the position count when unguided."""
-    if g is None:
-        return torch.full((f.shape[0],), float(f.shape[-1]), dtype=widen(f).dtype, device=f.device)
-    return widen(g).flatten(1).sum(1)
 
 
 LOSSES: dict[str, object] = {"gram": GramLoss()}

@@ -1,7 +1,9 @@
 """Expand a validated Manifest into jobs: pairing × grid, in a fixed order, without duplicates.
 
 Order: content-style pairs in pairing order (product: for each content image, every style),
-and within a pair every grid combination, the first grid key varying slowest. A job that
+and within a pair every grid combination, the first grid key varying slowest; then each photo
+with regions (manifest/regions.py), in manifest order, with every grid combination (its region
+keys `regions.NAME.FIELD` included: they change only the photos that have region NAME). A job that
 equals an earlier one (same id: same image bytes and resolved parameters) is dropped.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..errors import ManifestError
 from ..run.jobs import Job, make_job
 from ..run.naming import name_jobs
 from ..params import Params, params_from_mapping
+from .regions import apply, entry_doc, is_region_key, plain_value
 
 if TYPE_CHECKING:
     from .schema import Manifest, StyleEntry
@@ -54,8 +57,22 @@ def pairings(manifest: Manifest) -> list[tuple[str, StyleEntry]]:
 
 
 def job_params(manifest: Manifest) -> list[Params]:
-    """The resolved Params of every grid combination over the manifest's params."""
-    return [params_from_mapping({**manifest.params, **combo}) for combo in grid_combinations(manifest.grid)]
+    """The resolved Params of every grid combination over the manifest's params (region keys
+    left out: they do not change a job without regions)."""
+    grid = [(k, v) for k, v in manifest.grid if not is_region_key(k)]
+    return [params_from_mapping({**manifest.params, **combo}) for combo in grid_combinations(grid)]
+
+
+def _region_jobs(manifest: Manifest) -> Iterator[Job]:
+    if not manifest.region_entries:
+        return
+    combos = list(grid_combinations(manifest.grid))
+    params = [params_from_mapping({**manifest.params, **{k: v for k, v in c.items() if not is_region_key(k)}})
+              for c in combos]
+    for entry in manifest.region_entries:
+        for combo, job_params_ in zip(combos, params):
+            regions = apply(entry, {k: v for k, v in combo.items() if is_region_key(k)})
+            yield make_job(entry.content, [], job_params_, regions=regions)
 
 
 def expand(manifest: Manifest) -> list[Job]:
@@ -66,6 +83,8 @@ def expand(manifest: Manifest) -> list[Job]:
         for params in all_params:
             job = make_job(content, style.refs, params, manifest.clips.get(content))
             jobs.setdefault(job.job_id, job)
+    for job in _region_jobs(manifest):
+        jobs.setdefault(job.job_id, job)
     return name_jobs(list(jobs.values()), [k for k, _ in manifest.grid], manifest.output_name,
                      str(manifest.source))
 
@@ -92,11 +111,13 @@ def resolved_yaml(manifest: Manifest, jobs: list[Job] | None = None) -> str:
         "content": list(manifest.content),
         "style": [_style_doc(s) for s in manifest.styles],
     }
+    if manifest.region_entries:
+        doc["regions"] = [entry_doc(e) for e in manifest.region_entries]
     if manifest.pairing == "explicit":
         doc["pairs"] = [{"content": c, "style": _style_doc(s)} for c, s in manifest.pairs]
     doc.update({
         "params": {k: _plain(v) for k, v in manifest.params.items()},
-        "grid": {k: _plain(v) for k, v in manifest.grid},
+        "grid": {k: [plain_value(x) for x in v] if is_region_key(k) else _plain(v) for k, v in manifest.grid},
         "devices": manifest.devices if isinstance(manifest.devices, str) else list(manifest.devices),
         "workers_per_device": manifest.workers_per_device,
         "retries": manifest.retries,

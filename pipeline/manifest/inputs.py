@@ -26,6 +26,7 @@ PAIRINGS = ("product", "zip", "explicit")
 MAX_JOBS = 100_000         # per manifest; also bounds the images one entry may match
 PATH_HINT = "paths are relative to the manifest"
 _MAGIC = re.compile(r"[*?[]")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class StyleEntry:
     images: tuple[str, ...]      # absolute paths
     weights: tuple[float, ...]   # one per image; (1.0,) for a single image
     label: str                   # "styles/a.jpg" or "styles/a.jpg (0.7) + styles/b.jpg (0.3)"
+    name: str | None = None      # `name:` of a blend mapping: what a region's `style:` may name
 
     @property
     def refs(self) -> list[tuple[str, float]]:
@@ -81,6 +83,10 @@ class InputChecker:
         # so that module can use the helpers here without a cycle): content path -> video.Clip.
         self.check_clip = check_clip
         self.clips: dict[str, Any] = {}
+        # Photos with regions `{image: ..., regions: ...}`: checked by manifest/regions.py once
+        # the named styles are known; (key path, mapping) in manifest order.
+        self.region_items: list[tuple[tuple, dict]] = []
+        self.named_styles: dict[str, StyleEntry] = {}
 
     def add(self, path: tuple, message: str, **kw: Any) -> None:
         self.report.add(path, message, **kw)
@@ -121,6 +127,9 @@ class InputChecker:
     def content(self, data: dict) -> list[str]:
         found: list[Path] = []
         for path, item in self._entries("content", data, "image files, folders or globs"):
+            if isinstance(item, dict) and ("image" in item or "regions" in item or "labels" in item):
+                self.region_items.append((path, item))   # a photo with regions: docs/manifest.md
+                continue
             if isinstance(item, dict) and self.check_clip is not None:   # a clip: docs/video.md
                 clip = self.check_clip(self, path, item)
                 if clip is not None and self.clips.setdefault(clip.path, clip) != clip:
@@ -288,7 +297,8 @@ class InputChecker:
         return []
 
     def _blend(self, path: tuple, item: dict) -> StyleEntry | None:
-        self.report.unknown_keys(path, item, ("images", "weights"))
+        self.report.unknown_keys(path, item, ("images", "weights", "name"))
+        name = self._style_name(path + ("name",), item.get("name"))
         images, ipath = item.get("images"), path + ("images",)
         if "images" not in item:
             self.add(path, "a blended style needs images: [a.jpg, b.jpg] (and optional weights)")
@@ -304,7 +314,22 @@ class InputChecker:
             return None
         paths = [f[0] for f in files]
         label = " + ".join(f"{self._label(p)} ({w:g})" for p, w in zip(paths, weights))
-        return StyleEntry(tuple(map(str, paths)), weights, label)
+        entry = StyleEntry(tuple(map(str, paths)), weights, label, name)
+        if name is not None:
+            self.named_styles[name] = entry
+        return entry
+
+    def _style_name(self, path: tuple, value: Any) -> str | None:
+        """A style's `name:` (regions name styles by it): a plain word, once per manifest."""
+        if value is None or value is INVALID:
+            return None
+        if not isinstance(value, str) or not _NAME.match(value) or value.lower() == "none":
+            self.add(path, f"expected a plain name (letters, digits, _ or -, not none), got {describe(value)}")
+        elif value in self.named_styles:
+            self.add(path, f"the style name {value} is used twice; give each style its own name")
+        else:
+            return value
+        return None
 
     def _weights(self, path: tuple, value: Any, n: int) -> tuple[float, ...] | None:
         if value is None:

@@ -22,6 +22,7 @@ from ..errors import ManifestError, ParamError
 from .expand import expand, grid_combinations, grid_size, resolved_yaml, zip_mismatch
 from .clips import check_clip
 from .inputs import MAX_JOBS, PATH_HINT, InputChecker, StyleEntry, file_kind, resolve
+from .regions import RegionEntry, check_entries, combination_problems, grid_values, is_region_key
 from ..run.jobs import INIT_KEYWORDS
 from ..run.naming import template_problem
 from .yaml_reader import (INVALID, MAX_NODES, Abort, Report, describe, has_invalid, is_number,
@@ -68,6 +69,7 @@ class Manifest:
     warnings: tuple[str, ...] = ()            # entries whose jobs will fail alone (a broken symlink)
     save_every: int = 0                       # intermediate images every N evaluations (0: none)
     output_name: str | None = None            # a file-name template (run/naming.py); None: the default
+    region_entries: tuple[RegionEntry, ...] = ()   # photos with regions: not paired with `styles`
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +88,8 @@ class _Checker:
         self.source, self.report = source, report
         self.base = resolve(source.parent) or source.parent
         self.output: Path | None = None
+        self.inputs: InputChecker | None = None
+        self.entries: list[RegionEntry] = []
 
     def add(self, path: tuple, message: str, **kw: Any) -> None:
         self.report.add(path, message, **kw)
@@ -100,7 +104,7 @@ class _Checker:
         self.report.unknown_keys((), data, TOP_KEYS)
         self._version(data)
         self.output = self._output(data)
-        inputs = InputChecker(self.base, self.output, self.report, check_clip)
+        inputs = self.inputs = InputChecker(self.base, self.output, self.report, check_clip)
         pairing = inputs.pairing(data)
         content: list[str] = []
         styles: list[StyleEntry] = []
@@ -113,8 +117,13 @@ class _Checker:
             styles = list(dict.fromkeys(s for _, s in pairs))
         else:
             content = inputs.content(data)
-            styles = inputs.styles(data)
-        inputs.check_inside_output(content, styles)
+            # Photos with regions carry their own styles: with only those, `style:` is optional.
+            styles = inputs.styles(data) if content or "style" in data or not inputs.region_items else []
+        entries = self.entries = check_entries(inputs)   # after the styles: a region may name one
+        if inputs.region_items and pairing == "zip":
+            self.add(("pairing",), "photos with regions carry their own styles and are not paired; use "
+                                   "pairing: product (the default), or list them in another manifest")
+        inputs.check_inside_output(content + [e.content for e in entries], styles)
         inputs_ok = pairing is not None and len(self.report) == before
         if inputs_ok and pairing == "zip" and len(content) != len(styles):
             self.add(("pairing",), zip_mismatch(len(content), len(styles)))
@@ -124,14 +133,16 @@ class _Checker:
         grid = self._grid(data.get("grid"))
         combos = grid_size(grid) if grid is not None else 0
         if inputs_ok and grid is not None:
-            n_pairs = {"product": len(content) * len(styles), "zip": len(content), "explicit": len(pairs)}[pairing]
+            n_pairs = {"product": len(content) * len(styles) + len(entries), "zip": len(content), "explicit": len(pairs)}[pairing]
             if n_pairs * combos > MAX_JOBS:
                 self.add(("grid",) if grid else (),
                          f"the manifest expands to {n_pairs * combos} jobs ({n_pairs} content-style pair(s) "
                          f"× {combos} parameter combination(s)); at most {MAX_JOBS} per manifest: "
                          "split it into several manifests")
         if params is not None and grid is not None and len(self.report) == before and combos <= MAX_JOBS:
-            self._combined(params, grid)
+            self._combined(params, [(k, v) for k, v in grid if not is_region_key(k)])
+            for problem in combination_problems(entries, [(k, v) for k, v in grid if is_region_key(k)]):
+                self.add(("grid",), problem)
         else:   # every problem at once: the layer-count check still runs on the keys that are valid
             self._layer_weight_counts()
         devices = self._devices(data)
@@ -152,7 +163,8 @@ class _Checker:
             params=MappingProxyType(params), grid=tuple(grid), devices=devices,
             workers_per_device=workers, retries=retries, timeout=timeout, sheet=sheet, memory_limit=memory_limit,
             data=MappingProxyType(data), clips=MappingProxyType(dict(inputs.clips)),
-            warnings=tuple(self.report.warnings()), save_every=save_every, output_name=output_name)
+            warnings=tuple(self.report.warnings()), save_every=save_every, output_name=output_name,
+            region_entries=tuple(entries))
 
     # --- small typed values -----------------------------------------------------------------
 
@@ -309,7 +321,11 @@ class _Checker:
         grid, ok = [], True
         for key, values in value.items():
             kpath = path + (key,)
-            if key not in PARAM_NAMES:
+            if is_region_key(key) and self.inputs is not None:   # regions.NAME.FIELD: manifest/regions.py
+                checked = grid_values(self.inputs, kpath, key, values, self.entries)
+                ok = ok and checked is not None
+                grid += [(key, checked)] if checked is not None else []
+            elif key not in PARAM_NAMES:
                 self.add(kpath, "unknown parameter" + suggest(key, PARAM_NAMES))
                 ok = False
             elif values is INVALID:

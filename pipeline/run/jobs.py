@@ -3,14 +3,16 @@
 A job id hashes what determines the output image, never where the inputs live: the content
 image's bytes, each style image's bytes and blend weight, the fully resolved parameters, the
 weights id and the algorithm version. Renaming an input keeps the id; changing a parameter
-changes it.
+changes it. A job with regions hashes each region instead of a style list: its name, its mask's
+bytes (or its label map's bytes and colour), its styles' bytes, normalised blend weights and
+style-mask bytes, and its weights; a job without regions hashes exactly what it did before.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -81,7 +83,15 @@ class Job:
             "params": self.params.to_dict(),
             "output": self.output,
             **({"clip": self.clip.selection()} if self.clip is not None else {}),
+            **({"regions": _regions_of(self)} if self.regions else {}),
         }
+
+
+def _regions_of(job: "Job") -> list[dict[str, Any]]:
+    """A job's regions as manifest.resolved.yaml lists them (records.regions_of for sidecars)."""
+    return [{"name": r.name, "mask": r.mask, "labels": r.labels, "colour": list(r.colour) if r.colour else None,
+             "styles": [{"path": s.path, "weight": s.weight, "mask": s.mask} for s in r.styles],
+             "style_weight": r.style_weight, "content_weight": r.content_weight} for r in job.regions]
 
 
 @lru_cache(maxsize=4096)
@@ -128,8 +138,26 @@ def clip_sha256(clip: Clip) -> str:
     return digest.hexdigest()
 
 
-def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip: Clip | None = None) -> str:
+def _style_identity(styles: tuple[StyleRef, ...]) -> list[list[Any]]:
     total = sum(s.weight for s in styles)
+    return [[input_identity(s.path), round(s.weight / total, 12)] + ([input_identity(s.mask)] if s.mask else [])
+            for s in styles]
+
+
+def _region_identity(region: RegionSpec) -> dict[str, Any]:
+    """What of a region changes the output; paths are not (renaming a mask keeps the id)."""
+    return {"name": region.name,
+            "mask": input_identity(region.mask) if region.mask else None,
+            "labels": input_identity(region.labels) if region.labels else None,
+            "colour": list(region.colour) if region.colour else None,
+            "styles": _style_identity(region.styles) if region.styles else [],
+            "style_weight": region.style_weight,
+            # None and 1 both leave the content weight as it is: one output, one id
+            "content_weight": None if region.content_weight in (None, 1.0) else region.content_weight}
+
+
+def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip: Clip | None = None,
+               regions: tuple[RegionSpec, ...] = ()) -> str:
     init = params.init if params.init in INIT_KEYWORDS else "file:" + content_sha256(params.init)
     values = params.to_dict()
     if clip is None:
@@ -148,11 +176,13 @@ def job_id_for(content: str, styles: tuple[StyleRef, ...], params: Params, clip:
     spec = {
         "algorithm": ALGORITHM_VERSION,
         "content": input_identity(content) if clip is None else clip_sha256(clip),
-        "styles": [[input_identity(s.path), round(s.weight / total, 12)] for s in styles],
+        "styles": _style_identity(styles) if not regions else [],
         "params": {**values, "init": init, "weights": weights_id(params.weights)},
     }
     if clip is not None:
         spec["clip"] = {k: v for k, v in clip.selection().items() if k != "kind"}
+    if regions:   # only then: ids of jobs without regions stay what they were
+        spec["regions"] = [_region_identity(r) for r in regions]
     blob = json.dumps(spec, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -171,11 +201,26 @@ def style_stem(paths: Iterable[str]) -> str:
     return "+".join(safe_stem(p) for p in paths)[:120]
 
 
-def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt: str) -> str:
+def regions_stem(regions: Iterable[RegionSpec]) -> str:
+    """The folder name of a job with regions: `<region>-<its style stem>` joined with '+',
+    a blend's parts joined with ',' and `none` for a region kept as photo, e.g.
+    `sky-starry_night+building-a,b+person-none`; bounded like a style's."""
+    parts = [f"{safe_stem(r.name)}-{','.join(safe_stem(s.path) for s in r.styles) or 'none'}" for r in regions]
+    return "+".join(parts)[:120]
+
+
+def job_style_stem(job: "Job") -> str:
+    """The style part of a job's names: its style stem, or its regions' stem."""
+    return regions_stem(job.regions) if job.regions else style_stem(s.path for s in job.styles)
+
+
+def output_path_for(content: str, styles: tuple[StyleRef, ...], job_id: str, fmt: str,
+                    regions: tuple[RegionSpec, ...] = ()) -> str:
     """`<content-stem>/<style-stem>/<job_id>.<ext>`: one job alone (`stylize`); a manifest's
     jobs are renamed by run/naming.py after the parameters that vary."""
     ext = {"png": "png", "jpeg": "jpg", "tiff": "tif"}[fmt]
-    return f"{safe_stem(content)}/{style_stem(s.path for s in styles)}/{job_id}.{ext}"
+    stem = regions_stem(regions) if regions else style_stem(s.path for s in styles)
+    return f"{safe_stem(content)}/{stem}/{job_id}.{ext}"
 
 
 def safe_join(root: Path, relative: str) -> Path:
@@ -194,20 +239,34 @@ def _absolute(path: str | Path) -> str:
     return str(path.resolve() if path.exists() or not path.is_symlink() else path.absolute())
 
 
+def _absolute_region(region: RegionSpec) -> RegionSpec:
+    return replace(region, mask=_absolute(region.mask) if region.mask else None,
+                   labels=_absolute(region.labels) if region.labels else None,
+                   styles=tuple(replace(s, path=_absolute(s.path), weight=float(s.weight),
+                                        mask=_absolute(s.mask) if s.mask else None) for s in region.styles))
+
+
 def make_job(content: str | Path, styles: list[tuple[str | Path, float]], params: Params,
-             clip: Clip | None = None) -> Job:
+             clip: Clip | None = None, regions: Iterable[RegionSpec] = ()) -> Job:
+    """A job of `content` in `styles`, or, with `regions`, each region in its own styles
+    (`styles` is then ignored and `Job.styles` lists every region's styles, once each)."""
     content = _absolute(content)
     if params.size == "native":
         # The content's own long side (EXIF rotation does not change it), or its clip's frames'.
         # An unreadable file gets the default size here and fails with its real error later.
         shape = image_shape(content) if clip is None else clip_shape(clip)
         params = params.replace(size=min(MAX_SIZE, max(16, max(shape))) if shape else DEFAULTS.size)
-    refs = tuple(StyleRef(_absolute(p), float(w)) for p, w in styles)
+    specs = tuple(_absolute_region(r) for r in regions)
+    if specs:
+        refs = tuple(dict.fromkeys(s for r in specs for s in r.styles))
+    else:
+        refs = tuple(StyleRef(_absolute(p), float(w)) for p, w in styles)
     if params.init not in INIT_KEYWORDS:
         params = params.replace(init=str(Path(params.init).resolve()))
-    job_id = job_id_for(content, refs, params, clip)
+    job_id = job_id_for(content, refs, params, clip, specs)
     if clip is not None:
         # `<clip>/<style>/<job_id>/`: the frames, the mp4 and the sidecar side by side.
-        folder = output_path_for(content, refs, job_id, "png").rsplit(".", 1)[0]
-        return Job(job_id, content, refs, params, f"{folder}/{job_id}.mp4", clip)
-    return Job(job_id, content, refs, params, output_path_for(content, refs, job_id, params.format))
+        folder = output_path_for(content, refs, job_id, "png", specs).rsplit(".", 1)[0]
+        return Job(job_id, content, refs, params, f"{folder}/{job_id}.mp4", clip, regions=specs)
+    return Job(job_id, content, refs, params, output_path_for(content, refs, job_id, params.format, specs),
+               regions=specs)

@@ -7,7 +7,10 @@ when no parameter varies it is `<content>_<style>`. Jobs whose names would still
 photos called a.jpg in different folders, names that differ only in case) get `_<id8>`, the
 first 8 hex digits of their job id, appended. An `output_name:` template
 (`{content}_{style}_sw{style_weight}`) replaces the default; a template that gives two jobs one
-name is an error, not a silent suffix. The job id stays in the sidecar.
+name is an error, not a silent suffix. The job id stays in the sidecar. A job with regions has
+the folder `<content>/<region>-<style>+...` (jobs.regions_stem), and a grid's region keys vary
+like parameters: `street/sky-a+person-none/sky.style_weight=0.5.png` (`variant` keeps the
+full key, `regions.sky.style_weight`).
 
 A name depends on the other jobs (what varies), so it can change when the manifest does. Resume
 therefore finds earlier results by job id wherever they lie (`adopt_earlier_names`): a job
@@ -26,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ManifestError, NSTError
 from ..params import PARAM_NAMES
-from .jobs import Job, safe_join, safe_stem, style_stem
+from .jobs import Job, job_style_stem, safe_join, safe_stem
 from .sidecars import sidecar_paths
 
 log = logging.getLogger(__name__)
@@ -57,21 +60,41 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._") or "_"
 
 
+def region_values(job: Job) -> dict[str, str]:
+    """A job's region values under their grid keys (`regions.sky.style` -> `a,b`), as text."""
+    out: dict[str, str] = {}
+    for r in job.regions:
+        total = sum(s.weight for s in r.styles) or 1.0
+        out.update({f"regions.{r.name}.style": ",".join(safe_stem(s.path) for s in r.styles) or "none",
+                    f"regions.{r.name}.blend": "+".join(f"{s.weight / total:.3g}" for s in r.styles) or "none",
+                    f"regions.{r.name}.style_weight": value_text(r.style_weight),
+                    f"regions.{r.name}.content_weight": value_text(1.0 if r.content_weight is None else r.content_weight)})
+    return out
+
+
 def varying_params(jobs: Sequence[Job], grid_keys: Iterable[str] = ()) -> list[str]:
-    """Parameters with more than one value among `jobs`: grid keys first, then the others."""
+    """Parameters with more than one value among `jobs`: grid keys first, then the others.
+    A grid's region keys (`regions.NAME.FIELD`) count among the jobs that have region NAME."""
     values: dict[str, set[str]] = {}
+    grid_keys = list(grid_keys)
     for job in jobs:
         for key, value in job.params.to_dict().items():
             values.setdefault(key, set()).add(json.dumps(value, sort_keys=True, default=str))
+        for key, text in region_values(job).items():
+            if key in grid_keys:
+                values.setdefault(key, set()).add(text)
     varying = [k for k in PARAM_NAMES if len(values.get(k, ())) > 1]
-    first = [k for k in grid_keys if k in varying]
+    first = [k for k in grid_keys if k in varying or (k.startswith("regions.") and len(values.get(k, ())) > 1)]
     return first + [k for k in varying if k not in first]
 
 
 def variant(job: Job, keys: Sequence[str]) -> tuple[tuple[str, str], ...]:
-    """The job's values of `keys`, as text: what tells it apart from the other jobs."""
+    """The job's values of `keys`, as text: what tells it apart from the other jobs (a region
+    key the job lacks is left out)."""
     values = job.params.to_dict()
-    return tuple((k, value_text(values.get(k))) for k in keys)
+    regions = region_values(job)
+    return tuple((k, regions[k] if k in regions else value_text(values.get(k))) for k in keys
+                 if not k.startswith("regions.") or k in regions)
 
 
 def template_problem(template: Any) -> str | None:
@@ -99,17 +122,18 @@ def template_problem(template: Any) -> str | None:
 
 def _template_stem(template: str, job: Job) -> str:
     values = {k: value_text(v) for k, v in job.params.to_dict().items()}
-    values.update(content=safe_stem(job.content), style=style_stem(s.path for s in job.styles),
+    values.update(content=safe_stem(job.content), style=job_style_stem(job),
                   id=job.job_id[:8], job_id=job.job_id)
     parts = template.replace("\\", "/").split("/")
     return "/".join(_safe(p.format(**values))[:MAX_STEM] for p in parts)
 
 
 def _default_stem(job: Job, keys: Sequence[str]) -> str:
-    folder = f"{safe_stem(job.content)}/{style_stem(s.path for s in job.styles)}"
+    folder = f"{safe_stem(job.content)}/{job_style_stem(job)}"
     pairs = variant(job, keys)
-    name = ",".join(f"{k}={v}" for k, v in pairs) if pairs else \
-        f"{safe_stem(job.content)}_{style_stem(s.path for s in job.styles)}"
+    # a region key reads sky.style_weight=0.5 in a name: the folder already says "regions"
+    name = ",".join(f"{k.removeprefix('regions.')}={v}" for k, v in pairs) if pairs else \
+        f"{safe_stem(job.content)}_{job_style_stem(job)}"
     name = _safe(name)
     if len(name) > MAX_STEM:   # many long values: cut, and the id keeps it unique
         name = name[:MAX_STEM - 9].rstrip("._,=") + "_" + job.job_id[:8]

@@ -119,6 +119,11 @@ def run_manifest(manifest_path: Path, options: RunOptions, shard: tuple[int, int
                  display: RunDisplay | None = None) -> dict[str, Any]:
     """Run every job of the manifest that is not finished yet; returns a summary."""
     manifest, jobs = prepare(manifest_path, shard)
+    import logging
+    from .region_checks import region_problems   # masks: one warning line each, the run goes on
+
+    for line in (line for lines in region_problems(manifest) for line in lines):
+        logging.getLogger(__name__).warning("%s", line)
     # Before the output folder, the lock or any worker: one line naming what was asked.
     check_devices(options.devices or manifest.devices, "--device" if options.devices else f"{manifest.source}: devices",
                   local=options.executor != "ray")   # a Ray cluster's GPUs are counted by plan_ray_slots

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,8 @@ from ..engine.weights import weights_id
 from ..views.eta import EtaModel, format_eta
 from .grouping import job_stages
 from ..imaging import read_image
-from .jobs import make_job
+from .jobs import RegionSpec, make_job
+from .region_checks import mask_problems
 from ..params import params_from_mapping
 from ..views.console import make_console
 
@@ -48,16 +50,25 @@ def _is_an_input(output: Path, inputs: list[Path]) -> bool:
 def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[str, Any],
                 blend: list[float] | None, device: str, cache_dir: Path | None,
                 use_cache: bool, show_progress: bool, memory_limit: int | None = None,
-                save_every: int = 0) -> dict[str, Any]:
+                save_every: int = 0, regions: list[RegionSpec] | None = None) -> dict[str, Any]:
     check_devices(device, "--device")   # before any input is read or network loaded
+    regions = regions or []
+    if bool(styles) == bool(regions):
+        raise ParamError("give one or more style images, or --region MASK=STYLE (each region names its style), "
+                         "not both" if styles else "give one or more style images, or --region MASK=STYLE")
     values = {**values, "format": _format_for(output)}
     params = params_from_mapping(values)
     if blend is not None and len(blend) != len(styles):
         raise ParamError(f"--style-blend has {len(blend)} weights for {len(styles)} style images; give one each")
     if blend is not None and not (all(math.isfinite(w) and w >= 0 for w in blend) and sum(blend) > 0):
         raise ParamError("--style-blend weights must be finite, ≥ 0 and have a positive sum")
+    for problem in mask_problems(str(content), regions):   # masks: one line, before torch (read_image loads it)
+        if problem.fails:
+            raise InputError(f"--region {problem.region}: {problem.message}")
+        print(f"warning: --region {problem.region}: {problem.message}", file=sys.stderr)
     # Fail on unreadable inputs and unknown weights before any network is loaded.
-    inputs = [content, *styles] + ([Path(params.init)] if params.init not in ("content", "noise") else [])
+    inputs = [content, *styles, *(Path(s.path) for r in regions for s in r.styles)] + \
+        ([Path(params.init)] if params.init not in ("content", "noise") else [])
     for path in inputs:
         read_image(path, long_side_hint=64)
     weights_id(params.weights)
@@ -66,7 +77,7 @@ def stylize_one(content: Path, styles: list[Path], output: Path, values: dict[st
     # Only now load torch (seconds): every mistake above was reported without it.
     from .worker import JobRunner, resolve_device
 
-    job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params)
+    job = make_job(content, [(s, w) for s, w in zip(styles, blend or [1.0] * len(styles))], params, regions=regions)
     runner = JobRunner(resolve_device(device), StyleTargetCache(cache_dir, enabled=use_cache),
                        memory_limit=memory_limit, save_every=save_every)
     console = make_console(stderr=True)
