@@ -341,6 +341,11 @@ def prune(manifest: Annotated[Path, typer.Argument(help="Manifest YAML file.")],
                    f"and folder(s)){'' if delete else ' to ' + str(where)}; the index no longer lists them")
 
 
+from .cli_best import best as _best  # noqa: E402 - a command of its own module (cli.py's size)
+
+app.command(name="best")(_best)
+
+
 def _scope(target: Path):
     """A view's target: a manifest (its jobs only) or an output folder (everything)."""
     from .run.scope import scope_of

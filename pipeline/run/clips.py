@@ -36,6 +36,7 @@ from .cache import key_for
 from .clip_store import FrameSpool
 from .flow_cache import FlowCache, flow_key
 from .grouping import batch_key
+from .job_scores import scored
 from .jobs import Job, clip_sha256
 from .records import HISTORY_POINTS, JobRecord, done_record, failed_record, now_iso
 from .regions import ClipRegions
@@ -184,6 +185,7 @@ class _Clip:
         """All frames done: the mp4, then the record (the executor writes it as the sidecar)."""
         # Read back from the saved frames one at a time (the exact 8-bit values), not kept.
         video.write_mp4((_saved(self.folder / frame_name(i)) for i in range(self.count)), self.image_path, self.fps)
+        middle = (self.folder / frame_name(self.count // 2), self.frame(self.count // 2))   # what is scored
         self.close()
         errors = [r["temporal_error"] for r in self.records if r["temporal_error"] is not None]
 
@@ -203,6 +205,8 @@ class _Clip:
         # Loss means over the frames; `seconds` sums the frames' (an interrupted clip's too).
         clip = {"frame_count": self.count, "fps": self.fps, "loss_temporal": mean("loss_temporal"),
                 "flow_cache_hit": self.flow_hit, "selection": self.job.clip.selection(), "frames": self.records}
+        record = scored(record, self.job, middle[0], runner.features(self.params.weights, self.params.pooling),
+                        runner.device, content=middle[1])
         return replace(record, temporal_error=sum(errors) / len(errors) if errors else None, clip=clip)
 
     def failed(self, error: BaseException) -> JobRecord:

@@ -39,6 +39,7 @@ from .grouping import batch_key
 from .jobs import Job, safe_join
 from .records import JobRecord, error_message, failed_record, now_iso, write_sidecar
 from .job_output import save_result, snapshots_for
+from .job_scores import scored
 from .regions import job_inputs
 from .targets import StyleSource, photo_keys
 
@@ -285,7 +286,7 @@ class JobRunner:
                 self._report_error(item, result, emit, errors)
                 return
             try:
-                record = self._save(item, result, feats, len(chunk))
+                record = scored(self._save(item, result, feats, len(chunk)), item.job, item.image_path, feats, self.device)
             except NSTError as err:
                 self._report_error(item, err, emit, errors)
                 return

@@ -29,13 +29,14 @@ from .gallery_page import PAGE as _PAGE, SCRIPT as _SCRIPT, STYLE as _STYLE
 from .live import LiveState, live_thumb, stage_images
 from .plots import downsample, loss_curve, scatter
 from .region_map import ensure_region_thumb, region_colours, region_lines
+from .best import pareto_front, scores_of
 
 GALLERY_NAME = "index.html"
 THUMBS_DIR = ".thumbs"
 PAGE_SIZE = 200              # cards per page of the gallery (the script pages them)
 GALLERY_THUMB = 256          # long side of the cached thumbnails, pixels
 STAT_COLUMNS = ("loss_total", "loss_content", "loss_style", "loss_tv", "temporal_error", "steps", "seconds",
-                "device", "cache_hit")
+                "device", "cache_hit", "style_distance", "content_distance")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]+")
 CSP = ("default-src 'none'; img-src 'self' file: data:; media-src 'self' file:; style-src 'unsafe-inline'; "
        "script-src 'unsafe-inline'")
@@ -170,8 +171,10 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
         selects.append(f'<label>{_e(key)} <select data-key="{_e(key)}"><option value="">all</option>'
                        f'{options}</select></label>')
 
-    cards = [_card(r, thumbs.get(r.job_id), reasons.get(r.job_id), labels[r.job_id], swept,
-                   extras.get(r.job_id, {}), hidden=n >= PAGE_SIZE) for n, r in enumerate(results)]
+    front = {r.job_id for r in pareto_front(results)}
+    cards = [_scored_card(_card(r, thumbs.get(r.job_id), reasons.get(r.job_id), labels[r.job_id], swept,
+                                extras.get(r.job_id, {}), hidden=n >= PAGE_SIZE), r, n, r.job_id in front)
+             for n, r in enumerate(results)]
     head = ["job", "status", "content", "style", *swept, *STAT_COLUMNS, "error"]
     header = "".join(f'<th data-col="{_e(h)}">{_e(h)}</th>' for h in head)
     rows = [_table_row(r, labels[r.job_id], swept) for r in results]
@@ -182,7 +185,8 @@ def render_html(title: str, results: Sequence[ResultRow], thumbs: Mapping[str, s
         csp=_e(CSP), title=_e(title), summary=_e(summary), total=len(results), style=_STYLE,
         refresh=(f'<meta http-equiv="refresh" content="{max(1, math.ceil(live.every))}">'
                  if live and live.active else ""),
-        live=_live_section(live, live_thumbs or {}), filters="\n".join(selects), cards="\n".join(cards),
+        live=_live_section(live, live_thumbs or {}), filters="\n".join([*selects, _sort_control(front)]),
+        cards="\n".join(cards),
         header=header, rows="\n".join(rows),
         sheets=f"<p>Contact sheets: {sheet_links}</p>" if sheets else "",
         scatter=f'<h2>Style against content loss</h2><div id="scatter">{plot}</div>' if plot else "",
@@ -294,6 +298,38 @@ def _notes_block(extra: Mapping[str, Any]) -> str:
     """What the worker adapted for this job (a mask resized, a region ignored)."""
     notes = extra.get("notes") or []
     return f'<ul class="notes">{"".join(f"<li>{_e(n)}</li>" for n in notes)}</ul>' if notes else ""
+
+
+# --- scores: a line on each card, the card sort, the Pareto front (docs/quality.md) ------------
+
+SORTS = (("order", "reading order"), ("style_distance", "style_distance (lowest first)"),
+         ("content_distance", "content_distance (lowest first)"))
+
+
+def _sort_control(front: Collection[str]) -> str:
+    options = "".join(f'<option value="{k}">{_e(text)}</option>' for k, text in SORTS)
+    legend = (f'<p id="pareto-legend"><small><b class="front">&#9733; front</b>: the Pareto front of the '
+              f'{len(front)} result(s) no other result shown here beats on both scores (lower is better for '
+              'both: style_distance is how far the output\'s VGG feature statistics are from the style\'s, '
+              'content_distance how far its conv4_2 features are from the photo\'s; docs/quality.md)</small></p>'
+              if front else "")
+    return f'<label>sort cards <select id="card-sort">{options}</select></label>{legend}'
+
+
+def _scored_card(card: str, r: ResultRow, order: int, on_front: bool) -> str:
+    """The card with its scores (a line, and data attributes the sort reads) and its front mark."""
+    pair = scores_of(r)
+    attrs = f' data-order="{order}"'
+    if pair is not None:
+        attrs += f' data-style_distance="{pair[0]!r}" data-content_distance="{pair[1]!r}"'
+        mark = ' <b class="front" title="on the Pareto front">&#9733; front</b>' if on_front else ""
+        line = (f'<br><small class="scores">style {pair[0]:.4g} · content {pair[1]:.4g}{mark}</small>'
+                "</figcaption>")
+        card = card.replace("</figcaption>", line, 1)
+    if on_front:
+        attrs += ' data-pareto="front"'
+    anchor = f'id="job-{_e(r.job_id)}"'
+    return card.replace(anchor, anchor + attrs, 1)
 
 
 def _table_row(r: ResultRow, labels: Mapping[str, str], swept: Sequence[str]) -> str:

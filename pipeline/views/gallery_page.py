@@ -22,6 +22,8 @@ body { font: 14px/1.4 system-ui, sans-serif; margin: 1em; color: #222; }
 .card ul.legend, .card ul.notes { list-style: none; margin: 0; padding: 0; font-size: 11px; }
 .card ul.notes { color: #a60; }
 .card .swatch { display: inline-block; width: 9px; height: 9px; margin-right: 3px; border: 1px solid #555; }
+.card[data-pareto] { outline: 2px solid #c90; }
+.front { color: #a70; }
 .card.failed .ph, .card.timeout .ph { background: #fadede; }
 .ph { width: 200px; height: 150px; background: #eee; font-size: 12px; padding: 4px;
       box-sizing: border-box; overflow: hidden; overflow-wrap: anywhere; }
@@ -77,6 +79,23 @@ SCRIPT = r"""
     document.getElementById("shown").textContent = matched;
   }
   apply();
+  // Cards sorted by a score (lowest first; unscored last) or back to reading order.
+  var sorter = document.getElementById("card-sort");
+  function sortCards() {
+    var key = sorter.value, grid = document.getElementById("grid");
+    var cards = Array.prototype.slice.call(grid.querySelectorAll("figure[data-job]"));
+    function value(c) {
+      var v = c.getAttribute("data-" + key);
+      return v === null ? Infinity : Number(v);
+    }
+    cards.sort(function (a, b) {
+      return (value(a) - value(b)) || (Number(a.getAttribute("data-order")) - Number(b.getAttribute("data-order")));
+    });
+    cards.forEach(function (c) { grid.appendChild(c); });
+    page = 0;
+    apply();
+  }
+  if (sorter) sorter.addEventListener("change", sortCards);
   selects.forEach(function (s) { s.addEventListener("change", function () { page = 0; apply(); }); });
 
   function sortKey(td) {
@@ -127,6 +146,15 @@ SCRIPT = r"""
                                                      function (c) { return c.getAttribute("data-job"); });
       s.value = "";
       s.dispatchEvent(new Event("change"));
+    }
+    if (sorter) {
+      sorter.value = "style_distance";
+      sorter.dispatchEvent(new Event("change"));
+      out.cards_by_style = Array.prototype.map.call(document.querySelectorAll("#grid .card"), function (c) {
+        return c.getAttribute("data-job");
+      });
+      sorter.value = "order";
+      sorter.dispatchEvent(new Event("change"));
     }
     table.querySelector('th[data-col="seconds"]').click();
     out.sorted_by_seconds = Array.prototype.map.call(table.tBodies[0].rows, function (r) {
