@@ -2,9 +2,8 @@
 
 Before a job starts, `plan_job` picks how it runs within a budget (`--memory-limit`, the
 manifest's `memory_limit`, or the device's free memory shared among the workers on it): the
-whole image at once when it fits, else the exact tiled objective (engine/tiled.py) with the
-largest tile that fits, a shorter L-BFGS history, or Adam, in that order; a size that fits
-in no way is refused with the largest that does, never left to an out-of-memory kill.
+whole image when it fits, else the exact tiled objective (engine/tiled.py) with the largest
+tile that fits, a shorter L-BFGS history, or Adam; what fits in no way is refused in one line.
 
 `estimate_bytes` counts what the optimization keeps alive at once at a stage:
 
@@ -14,15 +13,14 @@ in no way is refused with the largest that does, never left to an out-of-memory 
   crop (core plus halo); two bytes each under bf16 autocast, four otherwise;
 - image-sized float32 vectors: the image, its gradient, the optimizer's previous gradient and
   step; L-BFGS's 2 × history curvature vectors (allocated up front), or Adam's two moments;
-  the moving average of the iterates when `average` > 0
-  (both optimizers step in place with one temporary; the stage loop frees its start copies
-  and, before the final pass and the save, the optimizer state); under tiling more (below);
+  the moving average of the iterates when `average` > 0 (both optimizers step in place with
+  one temporary; the stage loop frees its start copies and, before the final pass and the
+  save, the optimizer state); under tiling more (below);
 - the content targets, the Gram targets, and a fixed slack for the allocator;
 - or, when larger, the style image's forward pass (no autograd), whole or in tiles.
 
-Calibration against the peak RSS on CPU: docs/performance.md. The network's weights are not
-counted: a worker has loaded them before it asks. The planner fills at most PLAN_FRACTION of
-the budget (the rest is the allocator's).
+Calibration against the peak RSS: docs/performance.md. The network's weights are not counted
+(a worker has loaded them before it asks); the planner fills at most PLAN_FRACTION of the budget.
 """
 from __future__ import annotations
 
