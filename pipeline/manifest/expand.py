@@ -72,7 +72,7 @@ def _region_jobs(manifest: Manifest) -> Iterator[Job]:
     for entry in manifest.region_entries:
         for combo, job_params_ in zip(combos, params):
             regions = apply(entry, {k: v for k, v in combo.items() if is_region_key(k)})
-            yield make_job(entry.content, [], job_params_, regions=regions)
+            yield make_job(entry.content, [], job_params_, entry.clip, regions=regions)
 
 
 def expand(manifest: Manifest) -> list[Job]:

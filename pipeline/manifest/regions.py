@@ -1,6 +1,6 @@
 """Photos with regions in a manifest's `content` (Gatys et al. 2017; docs/manifest.md, "Regions").
 
-Two forms, one photo each (masks are drawn on one photo, so a folder or glob is refused):
+Two forms, one photo (or one clip) each (masks are drawn on one photo, so a folder or glob is refused):
 
     - image: photos/street.jpg
       regions:
@@ -24,6 +24,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
@@ -48,6 +49,7 @@ class RegionEntry:
     blends: Mapping[str, tuple[float, ...]]          # region name -> its `blend:` as written (if given)
     lines: Mapping[str, tuple[tuple, int]]           # region name -> (key path of its mask or colour, line)
     label: str                                       # the photo as the manifest names it
+    clip: Any = None                                 # a clip with regions: its Clip (video or frames)
 
 
 def is_region_key(key: Any) -> bool:
@@ -126,12 +128,22 @@ def check_entries(inputs: InputChecker) -> list[RegionEntry]:
 
 def check_entry(inputs: InputChecker, path: tuple, item: dict) -> RegionEntry | None:
     before = len(inputs.report)
+    clip = None
     if "video" in item or "frames" in item:
-        inputs.add(path, "regions on a clip are not supported in a manifest yet; give a photo: {image: a.jpg, regions: ...}")
-        return None
-    inputs.report.unknown_keys(path, item, ENTRY_KEYS)
-    image, content = item.get("image", INVALID), []
-    if "image" not in item:
+        # A clip with regions: its masks are one mask for every frame or a folder of one per
+        # frame (sorted names; the worker checks the count against the clip's frames).
+        if inputs.check_clip is None or "image" in item:
+            inputs.add(path, "a clip with regions names video: or frames: (not image:), with its regions")
+            return None
+        clip = inputs.check_clip(inputs, path, {k: v for k, v in item.items() if k not in ("regions", "labels")})
+        if clip is None:
+            return None
+    else:
+        inputs.report.unknown_keys(path, item, ENTRY_KEYS)
+    image, content = item.get("image", INVALID), ([Path(clip.path)] if clip is not None else [])
+    if clip is not None:
+        pass
+    elif "image" not in item:
         inputs.add(path, "a photo with regions names it: {image: photos/a.jpg, regions: {sky: {mask: ..., style: ...}}}")
     elif isinstance(image, str) and (_MAGIC.search(image) or file_kind(inputs.base / image) == "dir"):
         inputs.add(path + ("image",), f"{image} is a folder or glob; regions belong to one photo (their masks are drawn "
@@ -156,7 +168,8 @@ def check_entry(inputs: InputChecker, path: tuple, item: dict) -> RegionEntry | 
             inputs.add(rpath, "a region's name is a plain word (letters, digits, _ or -): grid keys name it, "
                               "regions.NAME.style")
             continue
-        checked = _region(inputs, rpath, name, region, "labels" in item, str(labels[0]) if labels else None)
+        checked = _region(inputs, rpath, name, region, "labels" in item, str(labels[0]) if labels else None,
+                          clip is not None)
         if checked is None:
             continue
         spec, blend = checked
@@ -174,11 +187,11 @@ def check_entry(inputs: InputChecker, path: tuple, item: dict) -> RegionEntry | 
     if len(inputs.report) > before or not content or ("labels" in item and not labels):
         return None
     return RegionEntry(str(content[0]), tuple(specs), MappingProxyType(blends), MappingProxyType(lines),
-                       inputs._label(content[0]))
+                       inputs._label(content[0]), clip)
 
 
 def _region(inputs: InputChecker, rpath: tuple, name: str, region: Any, label_form: bool,
-            labels: str | None) -> tuple[RegionSpec, tuple[float, ...] | None] | None:
+            labels: str | None, clip: bool = False) -> tuple[RegionSpec, tuple[float, ...] | None] | None:
     if region is INVALID:
         return None
     if not isinstance(region, dict):
@@ -203,6 +216,8 @@ def _region(inputs: InputChecker, rpath: tuple, name: str, region: Any, label_fo
                                             "or give this region a mask:")
         if "mask" not in region:
             inputs.add(rpath, f"missing mask: name the region's mask image (grey levels are weights), e.g. mask: masks/{name}.png")
+        elif clip and isinstance(region["mask"], str) and file_kind(inputs.base / region["mask"]) == "dir":
+            mask = str((inputs.base / region["mask"]).resolve())   # one mask per frame
         else:
             found = inputs._one_image(rpath + ("mask",), region["mask"], "mask")
             mask = str(found[0]) if found else None

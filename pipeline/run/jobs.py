@@ -144,10 +144,20 @@ def _style_identity(styles: tuple[StyleRef, ...]) -> list[list[Any]]:
             for s in styles]
 
 
+def _mask_identity(path: str) -> str:
+    """A mask's bytes; a clip's folder of masks, one per frame: every file's, in name order."""
+    if not Path(path).is_dir():
+        return input_identity(path)
+    digest = hashlib.sha256()
+    for frame in sorted(p for p in Path(path).iterdir() if p.is_file() and not p.name.startswith(".")):
+        digest.update(input_identity(str(frame)).encode())
+    return "folder:" + digest.hexdigest()
+
+
 def _region_identity(region: RegionSpec) -> dict[str, Any]:
     """What of a region changes the output; paths are not (renaming a mask keeps the id)."""
     return {"name": region.name,
-            "mask": input_identity(region.mask) if region.mask else None,
+            "mask": _mask_identity(region.mask) if region.mask else None,
             "labels": input_identity(region.labels) if region.labels else None,
             "colour": list(region.colour) if region.colour else None,
             "styles": _style_identity(region.styles) if region.styles else [],

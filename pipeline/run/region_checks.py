@@ -7,6 +7,8 @@ ignored. Same aspect ratio but another size is fine: the engine resizes the mask
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
@@ -45,6 +47,8 @@ def mask_problems(content: str, regions: Iterable[RegionSpec]) -> list[MaskProbl
         except InputError as err:
             return [MaskProblem(regions[0].name, True, str(err))]
     for region in regions:
+        if region.mask is not None and Path(region.mask).is_dir():
+            continue   # a clip's mask per frame: the worker checks them against the frames
         if region.mask is not None and shape is not None:
             try:
                 weights[region.name], _ = read_mask(region.mask)
