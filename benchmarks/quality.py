@@ -1,11 +1,15 @@
 """The style-loss comparison of docs/quality.md: photos × paintings × losses × averaging.
 
     python benchmarks/quality.py --images /work/shared/images --out out/quality \
-        --photos 4 --paintings 4 --size 512 --steps 200 [--losses gram meancov sliced] [--average 0 0.99]
+        --photos 4 --paintings 4 --size 512 --steps 200 [--pairing zip] \
+        [--photo-names a.jpg ...] [--painting-names b.jpg ...] \
+        [--losses gram meancov sliced] [--average 0 0.99]
 
-It writes a manifest (every photo × every painting, a grid over `style_loss` and `average`,
-equal evaluations), runs it with `nst-batch run` (resumable: rerun to finish), draws one
-contact sheet per loss (rows: photo, cols: painting) and prints a Markdown table: per loss and
+It writes a manifest (every photo × every painting, or with `--pairing zip` the i-th photo with
+the i-th painting; a grid over `style_loss` and `average`, equal evaluations), runs it with
+`nst-batch run` (resumable: rerun to finish), draws one contact sheet per loss (product: rows
+photo, cols painting, one sheet per averaging; zip: rows photo, cols averaging) and prints a
+Markdown table: per loss and
 averaging, the mean `style_distance` and `content_distance` of the results (the scores every
 result carries, docs/quality.md) and the mean saved-image and last-iterate losses. It then
 measures the CPU time of one objective evaluation (loss and gradient) per loss at `--size`,
@@ -28,7 +32,9 @@ sys.path.insert(0, str(ROOT))
 EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
-def _images(folder: Path, count: int) -> list[Path]:
+def _images(folder: Path, count: int, names: list[str] | None) -> list[Path]:
+    if names:
+        return [folder / n for n in names]
     found = sorted(p for p in folder.iterdir() if p.suffix.lower() in EXTENSIONS)
     return found[:count]
 
@@ -38,6 +44,7 @@ def write_manifest(args: argparse.Namespace, photos: list[Path], paintings: list
     manifest = {
         "version": 1, "output": str(args.out.resolve() / "results"),
         "content": [str(p) for p in photos], "style": [str(p) for p in paintings],
+        "pairing": args.pairing,
         "params": {"size": args.size, "steps": args.steps},
         "grid": {"style_loss": list(args.losses), "average": [float(a) for a in args.average]},
         "devices": "cpu",
@@ -109,23 +116,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=Path, required=True, help="folder with content/ and style/")
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "quality")
-    parser.add_argument("--photos", type=int, default=4)
-    parser.add_argument("--paintings", type=int, default=4)
+    parser.add_argument("--photos", type=int, default=4, help="the first N of content/ (by name)")
+    parser.add_argument("--paintings", type=int, default=4, help="the first N of style/ (by name)")
+    parser.add_argument("--photo-names", nargs="+", help="these files of content/ instead")
+    parser.add_argument("--painting-names", nargs="+", help="these files of style/ instead")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--pairing", choices=["product", "zip"], default="product")
     parser.add_argument("--losses", nargs="+", default=["gram", "meancov", "sliced"])
     parser.add_argument("--average", nargs="+", type=float, default=[0.0, 0.99])
     parser.add_argument("--timing-evals", type=int, default=5)
     parser.add_argument("--skip-run", action="store_true", help="only the table, sheets and timing")
     args = parser.parse_args()
-    photos = _images(args.images / "content", args.photos)
-    paintings = _images(args.images / "style", args.paintings)
+    photos = _images(args.images / "content", args.photos, args.photo_names)
+    paintings = _images(args.images / "style", args.paintings, args.painting_names)
     manifest = write_manifest(args, photos, paintings)
     cli = [sys.executable, str(ROOT / "nst_batch.py")]
     if not args.skip_run:
         subprocess.run([*cli, "run", str(manifest)], check=False)
     output = args.out / "results"
     for loss in args.losses:
+        if args.pairing == "zip":
+            subprocess.run([*cli, "sheet", str(manifest), "--rows", "content", "--cols", "average",
+                            "--where", f"style_loss={loss}", "--thumb", "256",
+                            "--out", str(args.out / f"sheet_{loss}.jpg")], check=False)
+            continue
         for average in args.average:
             sheet = args.out / f"sheet_{loss}_avg{average:g}.jpg"
             subprocess.run([*cli, "sheet", str(manifest), "--rows", "content", "--cols", "style",
