@@ -52,6 +52,17 @@ def make_style(path: Path, size: tuple[int, int] = (40, 40), seed: int = 1) -> P
     return path
 
 
+def tiled_scene(h: int = 240, w: int = 320):
+    """A content image, a noisy image near it and two random styles (96², 80 × 112), seeded:
+    the inputs of the tiled = untiled tests (test_tiled.py, test_guided_objective.py)."""
+    gen = torch.Generator().manual_seed(0)
+    coarse = torch.rand(1, 3, h // 8, w // 8, generator=gen)
+    content = torch.nn.functional.interpolate(coarse, (h, w), mode="bilinear")
+    images = (content + 0.1 * torch.randn(content.shape, generator=gen)).clamp(0, 1)
+    styles = [torch.rand(1, 3, 96, 96, generator=gen), torch.rand(1, 3, 80, 112, generator=gen)]
+    return content, images, styles
+
+
 @pytest.fixture
 def content_path(tmp_path) -> Path:
     return make_content(tmp_path / "content.png")

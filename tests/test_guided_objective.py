@@ -15,16 +15,13 @@ from pipeline.engine.objective import Objective, style_grams
 from pipeline.engine.style_loss import StyleRegion
 from pipeline.params import Params
 
+from conftest import tiled_scene
+
 H, W, TILE = 240, 320, 128
 
 
 def _images():
-    gen = torch.Generator().manual_seed(0)
-    coarse = torch.rand(1, 3, H // 8, W // 8, generator=gen)
-    content = torch.nn.functional.interpolate(coarse, (H, W), mode="bilinear")
-    images = (content + 0.1 * torch.randn(content.shape, generator=gen)).clamp(0, 1)
-    styles = [torch.rand(1, 3, 96, 96, generator=gen), torch.rand(1, 3, 80, 112, generator=gen)]
-    return content, images, styles
+    return tiled_scene(H, W)
 
 
 def _soft_halves(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,16 +14,14 @@ from pipeline.engine.objective import Objective, style_grams
 from pipeline.engine import tile_grid, tiled
 from pipeline.params import Params
 
+from conftest import tiled_scene
+
 H, W, TILE = 240, 320, 128
 
 
 def _inputs():
-    gen = torch.Generator().manual_seed(0)
-    coarse = torch.rand(1, 3, H // 8, W // 8, generator=gen)
-    content = torch.nn.functional.interpolate(coarse, (H, W), mode="bilinear")
-    images = (content + 0.1 * torch.randn(content.shape, generator=gen)).clamp(0, 1)
-    style = torch.rand(1, 3, 96, 96, generator=gen)
-    return content, images, style
+    content, images, styles = tiled_scene(H, W)
+    return content, images, styles[0]
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

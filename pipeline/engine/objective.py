@@ -136,7 +136,6 @@ class Objective:
         content weight maps, for images of h × w (computed once per size)."""
         if (h, w) in self._at:
             return self._at[(h, w)]
-        n = len(self.slot_region_weight[0])
         guides, masses, weights = [], [], []
         for masks, region_weight in zip(self.slot_masks, self.slot_region_weight):
             if all(m is None for m in masks):
@@ -160,7 +159,7 @@ class Objective:
             photo = torch.cat([resize_mask(m.to(self.device), (h, w)) if m is not None
                                else torch.zeros(1, 1, h, w, device=self.device) for m in self.photo[1]])
         self._at[(h, w)] = out = {"guides": guides, "masses": masses, "weights": weights, "content": content,
-                                  "photo": photo, "batch": n}
+                                  "photo": photo}
         return out
 
     def value_and_grad(self, images: torch.Tensor, autocast: ContextManager | None = None

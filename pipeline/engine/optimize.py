@@ -245,8 +245,9 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
         _, losses, grad = objective.value_and_grad(_layout(x.view(n, 3, h, w), precision), autocast)
         names = tuple(losses)
         every = torch.stack([losses[k].detach().float() for k in names], 1)   # (n, K): one op, no sync
+        rejected = opt.judge(losses["total"])   # an iterate far uphill is undone by the next step
         if average is not None:
-            average.update(x)
+            average.update(x, rejected)
         for i, j in enumerate(jobs):
             j.done += 1
             j.left -= 1
@@ -273,6 +274,11 @@ def _run_stage(feats: VGGFeatures, jobs: list[_Job], stage: int, long_side: int,
                     continue
                 j.spec.progress(Progress(j.done, j.total, stage, len(j.stages),
                                          {k: v[i] for k, v in host.items()}, now - start))
+        if leaving and rejected is not None:
+            # A job whose last evaluation was rejected keeps its last accepted iterate.
+            rows = torch.zeros(len(jobs), dtype=torch.bool, device=x.device)
+            rows[sorted(leaving)] = True
+            opt.restore(x, rows & rejected)
         if len(leaving) == len(jobs):
             # The whole batch is done with this stage: its images are views of x (no copy),
             # and the optimizer state and gradient go before the final pass and the save (at

@@ -20,12 +20,23 @@ projection (the unprojected step wherever no pixel was clamped, bit for bit), an
 difference of the gradients at those two points; the curvature test yᵀs > 1e-10 and the
 skipping of rejected pairs apply to that pair unchanged. (A projected quasi-Newton step is not
 L-BFGS-B: a clamped pixel's component of H·g is simply cut off. It needs no extra state.)
+
+Without a line search a quasi-Newton step can land far uphill: measured on Golden Gate ×
+Starry Night at 384 px, a coarse-to-fine stage started from an averaged image went 14.7 →
+178 → 4518 in two steps and ended at 1.86 against 0.68 (docs/quality.md). So `judge(loss)`,
+called with each evaluation's losses before `step`, rejects a sample's new iterate when its
+loss is over GROWTH × that of the last accepted one (or not finite); `step` then returns that
+sample to the accepted iterate (x − s, its gradient kept) and retries the same direction at
+half the length, halving again on each further rejection. No curvature pair is stored for a
+rejected point, so every stored pair is still a secant pair of two evaluated points. Without
+`judge` (the tests against torch.optim.LBFGS) nothing is ever rejected.
 """
 from __future__ import annotations
 
 import torch
 
 _CURVATURE_EPS = 1e-10
+GROWTH = 2.0    # an iterate whose loss is over twice the last accepted one's is rejected
 
 
 def project_step(x: torch.Tensor, step: torch.Tensor, bounds: tuple[float, float],
@@ -64,6 +75,28 @@ class BatchLBFGS:
         self.offered = 0        # pairs offered so far (kept or not), the same for every sample
         self.prev_grad: torch.Tensor | None = None
         self.prev_step: torch.Tensor | None = None
+        self.prev_loss: torch.Tensor | None = None    # of the last accepted iterate (B,)
+        self.rejected: torch.Tensor | None = None     # (B,) bool: the last evaluation's verdict
+        self.shrink = torch.ones(batch, device=device, dtype=dtype)   # retry length, halved per rejection
+
+    @torch.no_grad()
+    def judge(self, loss: torch.Tensor) -> torch.Tensor | None:
+        """Each sample's verdict on the iterate just evaluated, given its loss (B,): True where
+        it is rejected (see the module doc). None at a stage's first evaluation. No host sync."""
+        loss = loss.detach().to(self.shrink.dtype)
+        if self.prev_loss is None:
+            self.rejected, self.prev_loss = None, loss.clone()
+            return None
+        self.rejected = ~(loss <= GROWTH * self.prev_loss)          # NaN and inf are rejected too
+        self.prev_loss = torch.where(self.rejected, self.prev_loss, loss)
+        return self.rejected
+
+    @torch.no_grad()
+    def restore(self, x: torch.Tensor, rows: torch.Tensor) -> None:
+        """Return the samples where `rows` (B,) is True to their last accepted iterate, in
+        place: for a job whose last evaluation was rejected, the image it keeps."""
+        if self.prev_step is not None:
+            x.addcmul_(self.prev_step, rows.to(x.dtype)[:, None], value=-1.0)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
@@ -79,11 +112,25 @@ class BatchLBFGS:
             t = self.lr * torch.clamp(1.0 / torch.linalg.vector_norm(grad, 1, dim=1), max=1.0)
             step = grad * (-t)[:, None]
         else:
+            bad = self.rejected
+            if bad is not None:
+                # A rejected sample goes back to its accepted iterate with that point's
+                # gradient, so its y is 0 (the pair is refused below) and, its history being
+                # unchanged, the two-loop gives the same direction again: taken at half length.
+                self.restore(x, bad)
+                torch.where(bad[:, None], self.prev_grad, grad, out=grad)
+                self.shrink = torch.where(bad, 0.5 * self.shrink, torch.ones_like(self.shrink))
             step = torch.sub(grad, self.prev_grad)       # y for now; the new step at the end
             self._remember(grad, step)
             scratch = self.prev_step                     # stored in the ring: free now
             step.copy_(grad)
             step = self._two_loop(step).mul_(-self.lr)
+            if bad is not None:
+                # With no pair kept the rejected step was the first one, t · (−g) with
+                # t = lr · min(1, 1/‖g‖₁): the retry keeps that scale, not the two-loop's 1.
+                first = torch.clamp(1.0 / torch.linalg.vector_norm(grad, 1, dim=1), max=1.0)
+                factor = self.shrink * torch.where(bad & (self.count == 0), first, torch.ones_like(first))
+                step.mul_(factor[:, None])
         if self.bounds is None:
             x.add_(step)
         else:
@@ -148,6 +195,11 @@ class BatchLBFGS:
         """Drop finished samples: keep only rows `index` (a LongTensor) of every state."""
         self.s, self.y = self.s[:, index], self.y[:, index]
         self.rho, self.h_diag, self.count = self.rho[:, index], self.h_diag[index], self.count[index]
+        self.shrink = self.shrink[index]
+        if self.prev_loss is not None:
+            self.prev_loss = self.prev_loss[index]
+        if self.rejected is not None:
+            self.rejected = self.rejected[index]
         if self.prev_grad is not None:
             self.prev_grad, self.prev_step = self.prev_grad[index], self.prev_step[index]
 
@@ -162,6 +214,13 @@ class BatchAdam:
         self.m = torch.zeros(batch, numel, device=device, dtype=dtype)
         self.v = torch.zeros_like(self.m)
         self.t = 0
+
+    def judge(self, loss: torch.Tensor) -> None:
+        """Adam keeps every iterate (its steps are bounded by lr)."""
+        return None
+
+    def restore(self, x: torch.Tensor, rows: torch.Tensor) -> None:
+        return None
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> None:
@@ -194,9 +253,11 @@ class IterateAverage:
         self.power = torch.ones(x.shape[0], device=x.device, dtype=x.dtype)   # βⁿ after n updates
 
     @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        self.value.lerp_(x, 1.0 - self.decay)    # v + (1 − β)(x − v): no temporary
-        self.power.mul_(self.decay[:, 0])
+    def update(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> None:
+        """Add the iterate x, except for samples where `skip` (B,) is True (a rejected iterate)."""
+        decay = self.decay if skip is None else torch.where(skip[:, None], torch.ones_like(self.decay), self.decay)
+        self.value.lerp_(x, 1.0 - decay)         # v + (1 − β)(x − v): no temporary
+        self.power.mul_(decay[:, 0])
 
     def image(self, i: int) -> torch.Tensor:
         """Sample i's debiased average (N,), a new tensor."""

@@ -141,7 +141,7 @@ def check_entry(inputs: InputChecker, path: tuple, item: dict) -> RegionEntry | 
     else:
         inputs.report.unknown_keys(path, item, ENTRY_KEYS)
     image, content = item.get("image", INVALID), ([Path(clip.path)] if clip is not None else [])
-    if clip is not None:
+    if clip is not None:   # the clip's frames are the content, checked by the clip parser
         pass
     elif "image" not in item:
         inputs.add(path, "a photo with regions names it: {image: photos/a.jpg, regions: {sky: {mask: ..., style: ...}}}")
