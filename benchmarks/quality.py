@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--timing-evals", type=int, default=5)
     parser.add_argument("--skip-run", action="store_true", help="only the table, sheets and timing")
     args = parser.parse_args()
+    # The manifest is written into --out, and its paths are relative to it: make them absolute.
+    args.images, args.out = args.images.resolve(), args.out.resolve()
     photos = _images(args.images / "content", args.photos, args.photo_names)
     paintings = _images(args.images / "style", args.paintings, args.painting_names)
     manifest = write_manifest(args, photos, paintings)
@@ -135,6 +137,8 @@ def main() -> None:
     if not args.skip_run:
         subprocess.run([*cli, "run", str(manifest)], check=False)
     output = args.out / "results"
+    if not (output / "index.sqlite").exists():
+        sys.exit(f"error: {output / 'index.sqlite'}: no results (the run above says why)")
     for loss in args.losses:
         if args.pairing == "zip":
             subprocess.run([*cli, "sheet", str(manifest), "--rows", "content", "--cols", "average",
