@@ -19,7 +19,7 @@ except ImportError:  # pragma: no cover - depends on the installed Typer
 
 from .cli_habits import readable_help, single_dash_options, version_line
 from .errors import NSTError, OutputError
-from .params import CHOICES, DEFAULTS
+from .params import CHOICES, DEFAULTS, STYLE_WEIGHTS
 from .views.sheets import DEFAULT_MAX_CELLS, DEFAULT_THUMB
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -61,7 +61,7 @@ def stylize(
     size: Annotated[Optional[str], typer.Option(help=f"Long side of the output in pixels, or native (the content's own size) [default: {D.size}].")] = None,
     steps: Annotated[Optional[int], typer.Option(help=f"Objective evaluations in all stages [default: {D.steps}].")] = None,
     content_weight: Annotated[Optional[float], typer.Option(help=f"Content loss weight [default: {D.content_weight:g}].")] = None,
-    style_weight: Annotated[Optional[float], typer.Option(help=f"Style loss weight [default: {D.style_weight:g}].")] = None,
+    style_weight: Annotated[Optional[float], typer.Option(help="Style loss weight [default: per --style-loss: " + ", ".join(f"{k} {v:g}" for k, v in STYLE_WEIGHTS.items()) + "].")] = None,
     tv_weight: Annotated[Optional[float], typer.Option(help=f"Total-variation weight [default: {D.tv_weight:g}].")] = None,
     content_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated content layers [default: {','.join(D.content_layers)}].")] = None,
     style_layers: Annotated[Optional[str], typer.Option(help=f"Comma-separated style layers [default: {','.join(D.style_layers)}].")] = None,

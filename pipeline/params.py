@@ -29,6 +29,11 @@ MAX_STYLE_SCALE = 16.0  # style image 16× the output's side: a typo guard (1e30
 LBFGS_HISTORY = 100  # curvature pairs L-BFGS keeps: fixed, not a manifest key; memory estimates count it
 AUTO_START = 256  # multiscale auto: the first stage's long side is at most this (and over half of it)
 MAX_STAGES = 8
+# The default style_weight of each style loss (docs/quality.md, "Default weights"): chosen on a
+# sweep of 5/15/50 over four photo × painting pairs, looked at. The relative normalisation puts
+# the three on one scale, but meancov and sliced pull harder at equal weight: at 50 they paint
+# the painting's objects into the photo (a hat, faces, the cypress).
+STYLE_WEIGHTS = {"gram": 50.0, "meancov": 5.0, "sliced": 15.0}
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,8 @@ class Params:
                                        # resolved per job by run.jobs.make_job)
     steps: int = 400                   # objective evaluations in all (across multiscale stages)
     content_weight: float = 1.0        # weight of the relative content loss
-    style_weight: float = 50.0         # weight of the relative style loss (mean over layers)
+    style_weight: float | None = None  # weight of the relative style loss (mean over layers);
+                                       # None: the style loss's own, STYLE_WEIGHTS (resolved here)
     tv_weight: float = 0.0             # weight of the total-variation smoothness loss
     temporal_weight: float = TEMPORAL_WEIGHT   # clips: pull towards the previous frame, warped
                                        # by the optical flow (0: independent frames); photos ignore it
@@ -63,6 +69,10 @@ class Params:
     dpi: int | None = None             # print resolution written in the file; None: 300 for TIFF,
                                        # none for PNG/JPEG (imaging.effective_dpi)
     bit_depth: int = 8                 # 8 | 16 (16: PNG or TIFF, from the float result)
+
+    def __post_init__(self) -> None:
+        if self.style_weight is None:
+            object.__setattr__(self, "style_weight", STYLE_WEIGHTS.get(self.style_loss, STYLE_WEIGHTS["gram"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
@@ -215,6 +225,8 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
     """Build validated Params from a (partial) mapping; ParamError lists every problem."""
     problems = param_problems(values)
     merged = {**DEFAULTS.to_dict(), **{k: v for k, v in values.items() if k in PARAM_NAMES}}
+    if "style_weight" not in values:
+        merged["style_weight"] = None      # the chosen style loss's default, not gram's
     if not problems:
         slw, sl = merged["style_layer_weights"], merged["style_layers"]
         if slw is not None and len(slw) != len(sl):
@@ -229,7 +241,8 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
         if merged[key] is not None:
             merged[key] = tuple(merged[key])
     for key in ("content_weight", "style_weight", "tv_weight", "temporal_weight", "style_scale", "tol", "average"):
-        merged[key] = float(merged[key])
+        if merged[key] is not None:
+            merged[key] = float(merged[key])
     if merged["lr"] is not None:
         merged["lr"] = float(merged["lr"])
     if merged["style_layer_weights"] is not None:
@@ -238,4 +251,4 @@ def params_from_mapping(values: Mapping[str, Any]) -> Params:
 
 
 __all__ = ["Params", "DEFAULTS", "PARAM_NAMES", "CHOICES", "param_problems", "params_from_mapping", "show_value",
-           "STYLE_LAYERS", "CONTENT_LAYERS", "LBFGS_HISTORY"]
+           "STYLE_LAYERS", "CONTENT_LAYERS", "LBFGS_HISTORY", "STYLE_WEIGHTS"]

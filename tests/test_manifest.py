@@ -15,7 +15,7 @@ from pipeline.errors import ManifestError
 from pipeline.manifest.expand import pairings
 from pipeline.manifest.schema import MAX_JOBS, MAX_NODES, TOP_KEYS, expand, load_manifest, resolved_yaml
 from pipeline.manifest.yaml_reader import Loader as _Loader
-from pipeline.params import PARAM_NAMES
+from pipeline.params import PARAM_NAMES, Params, params_from_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 HINT = "paths are relative to the manifest"
@@ -158,6 +158,17 @@ def test_grid_multiplies_and_duplicates_collapse(project: Path):
     text = BASIC + "grid:\n  size: [64, 64, 96]\n  tv_weight: [0, 1.0e-3]\n"
     m = load_manifest(write(project, text))
     assert len(expand(m)) == 2 * 1 * 2 * 2     # the second size 64 repeats the first
+
+
+def test_each_style_loss_takes_its_own_default_style_weight(project: Path):
+    """A grid over style_loss without style_weight: each loss at its own default (gram's stays
+    the paper pipeline's 50, so existing gram jobs keep their ids); a set weight applies to all."""
+    text = BASIC + "grid:\n  style_loss: [gram, meancov, sliced]\n"
+    weights = {j.params.style_loss: j.params.style_weight for j in expand(load_manifest(write(project, text)))}
+    assert weights == {"gram": 50.0, "meancov": 5.0, "sliced": 15.0}
+    assert params_from_mapping({}) == Params(style_weight=50.0)
+    text = BASIC + "params:\n  style_weight: 20\ngrid:\n  style_loss: [gram, meancov, sliced]\n"
+    assert {j.params.style_weight for j in expand(load_manifest(write(project, text)))} == {20.0}
 
 
 def test_inputs_are_unique_in_manifest_order(project: Path):
