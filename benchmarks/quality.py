@@ -3,7 +3,7 @@
     python benchmarks/quality.py --images /work/shared/images --out out/quality \
         --photos 4 --paintings 4 --size 512 --steps 200 [--pairing zip] \
         [--photo-names a.jpg ...] [--painting-names b.jpg ...] \
-        [--losses gram meancov sliced] [--average 0 0.99]
+        [--losses gram meancov sliced] [--average 0 0.99] [--workers 2]
 
 It writes a manifest (every photo × every painting, or with `--pairing zip` the i-th photo with
 the i-th painting; a grid over `style_loss` and `average`, equal evaluations), runs it with
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--losses", nargs="+", default=["gram", "meancov", "sliced"])
     parser.add_argument("--average", nargs="+", type=float, default=[0.0, 0.99])
     parser.add_argument("--timing-evals", type=int, default=5)
+    parser.add_argument("--workers", type=int, help="passed to `nst-batch run --workers`")
     parser.add_argument("--skip-run", action="store_true", help="only the table, sheets and timing")
     args = parser.parse_args()
     # The manifest is written into --out, and its paths are relative to it: make them absolute.
@@ -135,7 +136,8 @@ def main() -> None:
     manifest = write_manifest(args, photos, paintings)
     cli = [sys.executable, str(ROOT / "nst_batch.py")]
     if not args.skip_run:
-        subprocess.run([*cli, "run", str(manifest)], check=False)
+        workers = ["--workers", str(args.workers)] if args.workers else []
+        subprocess.run([*cli, "run", str(manifest), *workers], check=False)
     output = args.out / "results"
     if not (output / "index.sqlite").exists():
         sys.exit(f"error: {output / 'index.sqlite'}: no results (the run above says why)")
