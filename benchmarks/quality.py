@@ -76,11 +76,9 @@ def table(output: Path) -> str:
         def mean(key: str) -> str:
             values = [r[key] for r in items if r.get(key) is not None]
             return f"{statistics.fmean(values):.4g}" if values else "—"
+        last = f"{statistics.fmean(iterate):.4g}" if iterate else "—"
         lines.append(f"| {loss} | {average:g} | {len(items)} | {mean('style_distance')} | {mean('content_distance')} | "
-                     f"{mean('loss_total')} | {statistics.fmean(iterate):.4g} | {mean('seconds')} |"
-                     if iterate else
-                     f"| {loss} | {average:g} | {len(items)} | {mean('style_distance')} | {mean('content_distance')} | "
-                     f"{mean('loss_total')} | — | {mean('seconds')} |")
+                     f"{mean('loss_total')} | {last} | {mean('seconds')} |")
     return "\n".join(lines)
 
 
