@@ -193,14 +193,23 @@ def test_a_batch_of_two_region_jobs_and_a_plain_job_equals_each_run_alone(scene,
     batched = JobRunner(CPU, StyleTargetCache(tmp_path / "cache"), batch_size=3)
     records = {}
     batched.run_group(jobs, tmp_path / "batch", lambda e: records.update({e[1]: e[2]}) if e[0] == "record" else None)
-    alone = [run(job, tmp_path / "alone")[1] for job in jobs]
-    for job, image in zip(jobs, alone):
+    alone = [run(job, tmp_path / "alone") for job in jobs]
+    for job, (first, image) in zip(jobs, alone):
         record = records[job.job_id]
         assert record.status == "done" and record.batch_size == 3
+        # The same objective: the first evaluations agree to fp32 rounding, so each job got its
+        # own masks, targets and start.
+        assert record.loss_history["total"][:2] == pytest.approx(first["loss_history"]["total"][:2], rel=1e-5)
+        # Batched convolutions sum in another order, and a CPU picks other kernels for a batch;
+        # L-BFGS amplifies those last bits over the steps (to 3e-3 of mean pixel difference on
+        # one EPYC, under 2e-3 on another), so the image bound leaves room for any CPU's kernels
+        # and stays well under the 0.05 that separates the three jobs below.
+        assert record.loss_total == pytest.approx(first["loss_total"], rel=2e-2), job.job_id
         got = np.asarray(Image.open(tmp_path / "batch" / job.output).convert("RGB"), dtype=np.float64) / 255
-        assert np.abs(got - image).mean() < 2e-3, job.job_id
+        assert np.abs(got - image).mean() < 1e-2, job.job_id
     # The three really differ: the masks were not mixed up in the batch.
-    assert np.abs(alone[0] - alone[1]).mean() > 0.02 and np.abs(alone[0] - alone[2]).mean() > 0.02
+    images = [image for _, image in alone]
+    assert np.abs(images[0] - images[1]).mean() > 0.03 and np.abs(images[0] - images[2]).mean() > 0.03
 
 
 def test_a_region_job_in_forced_tiles_equals_the_whole_run(scene, tmp_path, monkeypatch):
